@@ -1,0 +1,128 @@
+"""The ``lstmkit`` console command: ``lstmkit doctor`` (and more subcommands as they arrive).
+
+Subcommands import what they need lazily, so ``lstmkit --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata as md
+import platform
+import sys
+import time
+
+# (distribution, import name, required, why)
+_PACKAGES = [
+    ("numpy", "numpy", True, "arrays for everything"),
+    ("scipy", "scipy", True, "BLAS for the Numba kernels"),
+    ("numba", "numba", True, "the CPU kernels"),
+    ("numba-cuda", "numba.cuda", True, "the CUDA kernels (a GPU or the simulator)"),
+    ("torch", "torch", True, "the lstmkit.nn modules"),
+    ("matplotlib", "matplotlib", True, "the lessons' figures"),
+    ("ipywidgets", "ipywidgets", True, "the lessons' interactive explorers"),
+    ("jupyterlab", "jupyterlab", True, "the course's front end"),
+    ("tqdm", "tqdm", True, "progress bars"),
+]
+
+
+def _line(ok: bool | None, what: str, detail: str) -> str:
+    mark = {True: "ok  ", False: "FAIL", None: "note"}[ok]
+    return f"  [{mark}] {what:<22} {detail}"
+
+
+def doctor(out=None) -> int:
+    """Check that this machine can run the course; print one line per check.
+
+    Returns 0 when everything required works, 1 otherwise (each failure line says the fix).
+    """
+    out = out or sys.stdout
+    say = lambda s: print(s, file=out)
+    failures = 0
+    say(f"lstmkit doctor: Python {platform.python_version()} on {platform.system()} {platform.machine()}")
+
+    for dist, module, required, why in _PACKAGES:
+        try:
+            version = md.version(dist)
+            importlib.import_module(module)
+            say(_line(True, dist, f"{version} ({why})"))
+        except Exception as exc:  # not installed, or installed but broken
+            failures += required
+            say(_line(False, dist, f"missing or broken ({type(exc).__name__}: {exc}); "
+                                   f"fix: pip install '{dist}' (or re-run `make lab`)"))
+
+    failures += _check_widget_frontend(say)
+    failures += _check_kernel(say)
+    _check_cuda(say)
+
+    say("")
+    say("everything required works" if not failures else
+        f"{failures} problem(s): fix the FAIL lines above, then run `lstmkit doctor` again")
+    return 1 if failures else 0
+
+
+def _check_widget_frontend(say) -> int:
+    """ipywidgets 8 needs the jupyterlab_widgets extension in the Lab front end."""
+    try:
+        version = md.version("jupyterlab_widgets")
+        say(_line(True, "widget front end", f"jupyterlab_widgets {version}: sliders render in JupyterLab"))
+        return 0
+    except md.PackageNotFoundError:
+        say(_line(False, "widget front end", "jupyterlab_widgets is not installed, so widgets show as "
+                                             "text; fix: pip install jupyterlab_widgets"))
+        return 1
+
+
+def _check_kernel(say) -> int:
+    """Compile (or load from the cache) and run the float32 LSTM kernel once, timed."""
+    try:
+        import numpy as np
+
+        from lstmkit.kernels import cpu
+
+        rng = np.random.default_rng(0)
+        T, B, I, H = 10, 4, 8, 16
+        args = [rng.standard_normal(s).astype(np.float32) for s in
+                [(T, B, I), (B, H), (B, H), (4 * H, I), (4 * H, H), (4 * H,), (4 * H,)]]
+        start = time.perf_counter()
+        y, *_ = cpu.lstm_forward(*args)
+        first = time.perf_counter() - start
+        start = time.perf_counter()
+        cpu.lstm_forward(*args)
+        again = time.perf_counter() - start
+        from lstmkit import reference
+
+        err = float(np.abs(reference.lstm_forward(*[a.astype(np.float64) for a in args])[0] - y).max())
+        ok = err < 1e-5
+        say(_line(ok, "numba kernel", f"first call {first:.2f} s (compile or cache load), then "
+                                      f"{again * 1e3:.2f} ms; max error vs reference {err:.1e}"))
+        return 0 if ok else 1
+    except Exception as exc:
+        say(_line(False, "numba kernel", f"failed: {type(exc).__name__}: {exc}; fix: reinstall numba "
+                                         "and scipy (`make lab`)"))
+        return 1
+
+
+def _check_cuda(say) -> None:
+    """A GPU is optional: report what the CUDA backend will use."""
+    try:
+        from lstmkit.devices import cuda_status
+
+        status = cuda_status()
+        say(_line(True if status.mode != "none" else None, "cuda", str(status)))
+    except Exception as exc:  # informational only
+        say(_line(None, "cuda", f"could not be checked ({type(exc).__name__}: {exc})"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lstmkit", description="Tools for the LSTM course.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check that this machine can run the course")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return doctor()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

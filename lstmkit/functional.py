@@ -1,0 +1,138 @@
+"""torch.autograd.Functions over lstmkit's backends: the one place that dispatches on ``backend``.
+
+Each backend module (``reference``, ``kernels.cpu``, ``kernels.cuda``) has the same contract::
+
+    lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh) -> (y, h_n, c_n, saved)
+    lstm_backward(dy, dh_n, dc_n, saved) -> grads
+    rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh) -> (y, h_n, saved)
+    rnn_backward(dy, dh_n, saved) -> grads
+
+``lstm_layer``/``rnn_layer`` run ONE layer in ONE direction; ``lstmkit.nn`` stacks layers and
+directions with ordinary torch operations, so autograd handles the composition.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+BACKENDS = ("auto", "numpy", "numba", "cuda", "torch")
+_MODULES = {"numpy": "lstmkit.reference", "numba": "lstmkit.kernels.cpu", "cuda": "lstmkit.kernels.cuda"}
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    return backend
+
+
+def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
+    """"auto" means cuda for CUDA tensors and numba otherwise."""
+    if backend == "auto":
+        return "cuda" if tensor.is_cuda else "numba"
+    if backend in ("numpy", "numba") and tensor.is_cuda:
+        raise ValueError(
+            f"backend={backend!r} runs on the CPU but the input is on {tensor.device}; "
+            "use backend='cuda' (or 'auto'), or move the module and input to the CPU"
+        )
+    return backend
+
+
+def _module(backend: str):
+    if backend == "cuda":
+        from lstmkit.devices import require_cuda
+
+        require_cuda()
+    return importlib.import_module(_MODULES[backend])
+
+
+def _to_array(t: torch.Tensor | None):
+    """A tensor as the backend's array type, without copying where the layout allows."""
+    if t is None:
+        return None
+    t = t.detach()
+    if t.is_cuda:
+        from numba import cuda
+
+        return cuda.as_cuda_array(t.contiguous())  # shares memory via __cuda_array_interface__
+    return t.contiguous().numpy()
+
+
+def _to_tensor(a, device: torch.device) -> torch.Tensor | None:
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(a).to(device)
+    return torch.as_tensor(a, device=device)  # a CUDA device array: no copy
+
+
+class _Layer(torch.autograd.Function):
+    """One RNN/LSTM layer, one direction. ``kind`` is "lstm" or "rnn"; ``c0`` is None for an RNN."""
+
+    @staticmethod
+    def forward(ctx, kind, backend, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+        mod = _module(backend)
+        args = [_to_array(t) for t in (x, h0, c0, W_ih, W_hh, b_ih, b_hh)]
+        if kind == "lstm":
+            y, h_n, c_n, saved = mod.lstm_forward(*args)
+        else:
+            y, h_n, saved = mod.rnn_forward(args[0], args[1], *args[3:])
+            c_n = None
+        ctx.kind, ctx.mod, ctx.saved, ctx.device = kind, mod, saved, x.device
+        outs = [_to_tensor(a, x.device) for a in (y, h_n, c_n)]
+        if c_n is None:
+            return outs[0], outs[1]
+        return tuple(outs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_n, dc_n=None):
+        mod, saved = ctx.mod, ctx.saved
+        dy, dh_n, dc_n = (_to_array(g) for g in (dy, dh_n, dc_n))
+        if ctx.kind == "lstm":
+            g = mod.lstm_backward(dy, dh_n, dc_n, saved)
+        else:
+            g = mod.rnn_backward(dy, dh_n, saved)
+        ctx.saved = None  # free the activations as soon as they are used
+        out = [_to_tensor(g.get(k), ctx.device) for k in ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh")]
+        return (None, None, *out)
+
+
+def _apply(kind, backend, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+    backend = resolve_backend(check_backend(backend), x)
+    if backend == "torch":
+        return _torch_layer(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+    return _Layer.apply(kind, backend, x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+
+
+def _torch_layer(kind, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+    """The same layer through torch's own kernels (oneDNN on CPU, cuDNN on GPU)."""
+    weights = [W_ih, W_hh] + ([b_ih, b_hh] if b_ih is not None else [])
+    has_bias = b_ih is not None
+    if kind == "lstm":
+        y, h_n, c_n = torch._VF.lstm(x, (h0[None], c0[None]), weights, has_bias, 1, 0.0, False,
+                                     False, False)
+        return y, h_n[0], c_n[0]
+    y, h_n = torch._VF.rnn_tanh(x, h0[None], weights, has_bias, 1, 0.0, False, False, False)
+    return y, h_n[0]
+
+
+def lstm_layer(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None, backend="auto"):
+    """One LSTM layer over a sequence, differentiable with torch autograd.
+
+    x: (T, B, I), h0, c0: (B, H), W_ih: (4H, I), W_hh: (4H, H), b_ih, b_hh: (4H,) or None.
+    Returns y: (T, B, H), h_n: (B, H), c_n: (B, H).
+    """
+    return _apply("lstm", backend, x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+
+
+def rnn_layer(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, backend="auto"):
+    """One tanh RNN layer over a sequence, differentiable with torch autograd.
+
+    x: (T, B, I), h0: (B, H), W_ih: (H, I), W_hh: (H, H), b_ih, b_hh: (H,) or None.
+    Returns y: (T, B, H), h_n: (B, H).
+    """
+    return _apply("rnn", backend, x, h0, None, W_ih, W_hh, b_ih, b_hh)

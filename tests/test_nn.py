@@ -1,0 +1,168 @@
+"""lstmkit.nn against torch.nn: outputs, final states and every gradient, on random
+configurations, for each CPU backend; plus the module API (state_dict, cells, errors)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_close
+
+import lstmkit.nn as lnn
+
+# 1-3 layers x bidirectional x batch_first x hx given x bias: 48 combinations, 24 sampled.
+ALL = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [True, False]))
+CONFIGS = random.Random(0).sample(ALL, 24)
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def pair(kind: str, backend: str, layers, bidir, batch_first, bias, dtype, I=5, H=6):
+    """An lstmkit module and a torch module with the same weights."""
+    kw = dict(num_layers=layers, bidirectional=bidir, batch_first=batch_first, bias=bias)
+    ours = (lnn.LSTM if kind == "lstm" else lnn.RNN)(I, H, backend=backend, **kw).to(dtype)
+    theirs = (torch.nn.LSTM if kind == "lstm" else torch.nn.RNN)(I, H, **kw).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+def run(module, x, hx, up):
+    """Forward, a loss that touches every output, and all gradients."""
+    x = x.clone().requires_grad_()
+    hx = None if hx is None else tuple(h.clone().requires_grad_() for h in hx)
+    out, state = module(x, hx if hx is None or len(hx) == 2 else hx[0])
+    state = state if isinstance(state, tuple) else (state,)
+    loss = (out * up[0]).sum() + sum((s * u).sum() for s, u in zip(state, up[1:]))
+    inputs = [x, *(hx or ()), *module.parameters()]
+    return [out, *state], torch.autograd.grad(loss, inputs)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+@pytest.mark.parametrize("layers,bidir,batch_first,with_hx,bias", CONFIGS)
+def test_parity_with_torch(backend, kind, layers, bidir, batch_first, with_hx, bias):
+    dtype = torch.float64 if (layers + bidir) % 2 else torch.float32  # both dtypes, half each
+    torch.manual_seed(layers * 16 + bidir * 8 + batch_first * 4 + with_hx * 2 + bias)
+    ours, theirs = pair(kind, backend, layers, bidir, batch_first, bias, dtype)
+    T, B, D = 7, 3, 2 if bidir else 1
+    x = torch.randn((B, T, 5) if batch_first else (T, B, 5), dtype=dtype)
+    n_states = 2 if kind == "lstm" else 1
+    hx = tuple(torch.randn(layers * D, B, 6, dtype=dtype) for _ in range(n_states)) if with_hx else None
+    y_shape = (B, T, D * 6) if batch_first else (T, B, D * 6)
+    up = [torch.randn(y_shape, dtype=dtype)] + [torch.randn(layers * D, B, 6, dtype=dtype)
+                                               for _ in range(n_states)]
+    outs, grads = run(ours, x, hx, up)
+    ref_outs, ref_grads = run(theirs, x, hx, up)
+    for k, (a, b) in enumerate(zip(outs, ref_outs)):
+        assert a.dtype == dtype
+        assert_close(a.detach().numpy(), b.detach().numpy(), TOL[dtype], f"output {k}")
+    names = ["input"] + ([f"hx{k}" for k in range(n_states)] if with_hx else []) + [
+        n for n, _ in ours.named_parameters()]
+    assert len(grads) == len(ref_grads) == len(names)
+    for name, a, b in zip(names, grads, ref_grads):
+        assert_close(a.numpy(), b.numpy(), TOL[dtype], f"grad of {name}")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_cells_match_torch(backend):
+    torch.manual_seed(0)
+    for ours_cls, theirs_cls in [(lnn.LSTMCell, torch.nn.LSTMCell), (lnn.RNNCell, torch.nn.RNNCell)]:
+        ours = ours_cls(4, 3, backend=backend).double()
+        theirs = theirs_cls(4, 3).double()
+        theirs.load_state_dict(ours.state_dict())
+        x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+        for unbatched in (False, True):
+            xi = x[0] if unbatched else x
+            a, b = ours(xi), theirs(xi)
+            a, b = (a if isinstance(a, tuple) else (a,)), (b if isinstance(b, tuple) else (b,))
+            for u, v in zip(a, b):
+                assert_close(u.detach().numpy(), v.detach().numpy(), 1e-12, ours_cls.__name__)
+            ga = torch.autograd.grad(sum(u.sum() for u in a), [x, *ours.parameters()])
+            gb = torch.autograd.grad(sum(v.sum() for v in b), [x, *theirs.parameters()])
+            for u, v in zip(ga, gb):
+                assert_close(u.numpy(), v.numpy(), 1e-12, "cell grad")
+
+
+def test_state_dict_moves_both_ways():
+    torch.manual_seed(1)
+    ours = lnn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    theirs = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(5, 2, 3)
+    assert_close(ours(x)[0].detach().numpy(), theirs(x)[0].detach().numpy(), 1e-5, "y")
+
+
+def test_unbatched_input_and_training_with_an_optimiser():
+    torch.manual_seed(2)
+    m = lnn.LSTM(2, 8, backend="numba")
+    y, (h, c) = m(torch.randn(10, 2))
+    assert y.shape == (10, 8) and h.shape == c.shape == (1, 8)
+    head = torch.nn.Linear(8, 1)
+    opt = torch.optim.Adam([*m.parameters(), *head.parameters()], lr=0.05)
+    x = torch.randn(20, 16, 2)
+    target = x[:, :, :1].cumsum(0)[-1]  # the running sum of the first feature
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = ((head(m(x)[0][-1]) - target) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_dropout_between_layers_only_in_training():
+    torch.manual_seed(3)
+    m = lnn.LSTM(3, 5, num_layers=2, dropout=0.5, backend="numba")
+    x = torch.randn(6, 2, 3)
+    m.eval()
+    a, b = m(x)[0], m(x)[0]
+    assert torch.equal(a, b)
+    m.train()
+    torch.manual_seed(4)
+    c = m(x)[0]
+    torch.manual_seed(5)
+    d = m(x)[0]
+    assert not torch.equal(c, d)
+
+
+def test_backend_auto_uses_numba_on_cpu():
+    from lstmkit.functional import resolve_backend
+
+    assert resolve_backend("auto", torch.zeros(1)) == "numba"
+    assert "backend='numba'" in repr(lnn.LSTM(2, 3, backend="numba"))
+
+
+@pytest.mark.parametrize("call,err,match", [
+    (lambda m: m(torch.randn(4, 2, 3)), ValueError, r"input must have 5 features"),
+    (lambda m: m(torch.randn(4, 2, 3, 5)), ValueError, r"input must have shape \(L, N, input_size\)"),
+    (lambda m: m(torch.randint(0, 3, (4, 2, 5))), TypeError, r"floating-point"),
+    (lambda m: m(np.zeros((4, 2, 5))), TypeError, r"torch.Tensor"),
+    (lambda m: m(torch.randn(4, 2, 5), (torch.zeros(1, 3, 6), torch.zeros(1, 2, 6))), ValueError,
+     r"h_0 must have shape .* = \(1, 2, 6\), got \(1, 3, 6\)"),
+    (lambda m: m(torch.randn(4, 2, 5), torch.zeros(1, 2, 6)), ValueError, r"tuple \(h_0, c_0\)"),
+    (lambda m: m(torch.randn(4, 2, 5), (torch.zeros(1, 2, 6, dtype=torch.float64),) * 2), TypeError,
+     r"dtype and device"),
+])
+def test_bad_input_gets_a_clear_error(call, err, match):
+    with pytest.raises(err, match=match):
+        call(lnn.LSTM(5, 6, backend="numba"))
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        lnn.LSTM(2, 3, backend="fortran")
+    with pytest.raises(ValueError, match="only available with backend='torch'"):
+        lnn.RNN(2, 3, nonlinearity="relu")
+    lnn.RNN(2, 3, nonlinearity="relu", backend="torch")  # torch's own path still offers it
+
+
+def test_empty_sequence_returns_initial_state():
+    m = lnn.LSTM(3, 4, backend="numba")
+    h0, c0 = torch.randn(1, 2, 4), torch.randn(1, 2, 4)
+    y, (h, c) = m(torch.zeros(0, 2, 3), (h0, c0))
+    assert y.shape == (0, 2, 4)
+    assert torch.equal(h, h0) and torch.equal(c, c0)
