@@ -136,3 +136,65 @@ def rnn_layer(x, h0, W_ih, W_hh, b_ih=None, b_hh=None, backend="auto"):
     Returns y: (T, B, H), h_n: (B, H).
     """
     return _apply("rnn", backend, x, h0, None, W_ih, W_hh, b_ih, b_hh)
+
+
+# ----------------------------------------------------------------------------- ConvLSTM
+
+
+def _convlstm_gates_torch(a, c_prev, w_peep):
+    """The pointwise half of a ConvLSTM step in torch ops (autograd does the backward).
+
+    a: (B, 4C, Hh, Ww) convolution output; c_prev: (B, C, Hh, Ww); w_peep: (3, C, 1 or Hh, 1 or Ww)
+    or None. Returns h, c: (B, C, Hh, Ww).
+    """
+    a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
+    if w_peep is not None:
+        a_i = a_i + w_peep[0] * c_prev
+        a_f = a_f + w_peep[1] * c_prev
+    c = torch.sigmoid(a_f) * c_prev + torch.sigmoid(a_i) * torch.tanh(a_g)
+    if w_peep is not None:
+        a_o = a_o + w_peep[2] * c
+    return torch.sigmoid(a_o) * torch.tanh(c), c
+
+
+class _ConvGates(torch.autograd.Function):
+    """The pointwise half of a ConvLSTM step on the CUDA kernels."""
+
+    @staticmethod
+    def forward(ctx, a, c_prev, w_peep):
+        mod = _module("cuda")
+        full = None if w_peep is None else w_peep.expand(3, *c_prev.shape[1:])
+        h, c, saved = mod.convlstm_gates_forward(*(_to_array(t) for t in (a, c_prev, full)))
+        ctx.mod, ctx.saved, ctx.device = mod, saved, a.device
+        ctx.peep_shape = None if w_peep is None else w_peep.shape
+        return _to_tensor(h, a.device), _to_tensor(c, a.device)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dh, dc):
+        g = ctx.mod.convlstm_gates_backward(_to_array(dh), _to_array(dc), ctx.saved)
+        ctx.saved = None
+        da, dc_prev = _to_tensor(g["a"], ctx.device), _to_tensor(g["c_prev"], ctx.device)
+        dw = None
+        if ctx.peep_shape is not None:
+            dw = _to_tensor(g["w_peep"], ctx.device)
+            # The kernel returns per-pixel peephole gradients; sum over broadcast axes.
+            dims = [d for d in (2, 3) if ctx.peep_shape[d] == 1]
+            if dims:
+                dw = dw.sum(dim=dims, keepdim=True)
+        return da, dc_prev, dw
+
+
+def convlstm_gates(a, c_prev, w_peep=None, backend="auto"):
+    """h, c from the convolution output ``a`` (see ``_convlstm_gates_torch`` for shapes).
+
+    backend: "torch" (torch ops), "cuda" (lstmkit's CUDA kernel), or "auto" (cuda for CUDA
+    tensors, torch otherwise).
+    """
+    if backend == "auto":
+        backend = "cuda" if a.is_cuda else "torch"
+    if backend == "cuda":
+        return _ConvGates.apply(a, c_prev, w_peep)
+    if backend == "torch":
+        return _convlstm_gates_torch(a, c_prev, w_peep)
+    raise ValueError(f"ConvLSTM backend must be 'auto', 'torch' or 'cuda', got {backend!r}")

@@ -23,7 +23,7 @@ from torch import nn
 from lstmkit import functional
 from lstmkit.functional import check_backend, resolve_backend
 
-__all__ = ["RNN", "LSTM", "RNNCell", "LSTMCell"]
+__all__ = ["RNN", "LSTM", "RNNCell", "LSTMCell", "ConvLSTM"]
 
 
 def _check_input(name: str, x, ndims: tuple[int, ...], layout: str) -> None:
@@ -256,3 +256,117 @@ class RNNCell(nn.RNNCell):
         _, h = functional.rnn_layer(x[None], h0, self.weight_ih, self.weight_hh, self.bias_ih,
                                     self.bias_hh, backend=resolve_backend(self.backend, x))
         return h if input.dim() == 2 else h[0]
+
+
+def _per_layer(name: str, value, num_layers: int) -> list[int]:
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * num_layers
+    if len(values) != num_layers or not all(isinstance(v, int) and v > 0 for v in values):
+        raise ValueError(f"{name} must be a positive int or a list of {num_layers} positive ints "
+                         f"(one per layer), got {value!r}")
+    return values
+
+
+class ConvLSTM(nn.Module):
+    """Convolutional LSTM (Shi et al. 2015): every gate's matrix product is a convolution.
+
+    ConvLSTM(in_channels, hidden_channels, kernel_size, num_layers=1, batch_first=False,
+             bias=True, peephole=False, *, backend="auto")
+
+    hidden_channels, kernel_size: an int, or a list with one value per layer; kernel sizes
+    are odd so that padding k // 2 keeps the frame size. peephole=True adds the paper's
+    elementwise cell-to-gate terms, here with one weight per channel (the paper learns one
+    per pixel; per channel keeps the module independent of the frame size).
+
+    forward(input, hx=None) -> output, state
+      input: (T, B, C_in, Hh, Ww), or (B, T, C_in, Hh, Ww) with batch_first
+      hx: None, or a list with one (h, c) per layer, each (B, C_h, Hh, Ww): exactly the
+          ``state`` a previous call returned, so a long sequence can be fed in chunks
+      output: the last layer's h at every step, (T, B, C_h, Hh, Ww) (batch_first: (B, T, ...))
+      state: [(h_n, c_n) for each layer]
+
+    Parameters: ``weight_l{k}`` (4 C_h, C_in + C_h, k, k) with gate order i, f, g, o,
+    ``bias_l{k}`` (4 C_h,), ``peephole_l{k}`` (3, C_h, 1, 1) for the i, f, o gates.
+    backend: "auto" (lstmkit's CUDA gate kernel for CUDA tensors, torch ops otherwise),
+    "torch" or "cuda" (also on CPU tensors under the CUDA simulator).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels, kernel_size, num_layers: int = 1,
+                 batch_first: bool = False, bias: bool = True, peephole: bool = False, *,
+                 backend: str = "auto", device=None, dtype=None) -> None:
+        super().__init__()
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+        self.in_channels, self.num_layers = in_channels, num_layers
+        self.hidden_channels = _per_layer("hidden_channels", hidden_channels, num_layers)
+        self.kernel_size = _per_layer("kernel_size", kernel_size, num_layers)
+        if any(k % 2 == 0 for k in self.kernel_size):
+            raise ValueError(f"kernel_size must be odd (padding k // 2 keeps the frame size), "
+                             f"got {kernel_size!r}")
+        if backend not in ("auto", "torch", "cuda"):
+            raise ValueError(f"ConvLSTM backend must be 'auto', 'torch' or 'cuda', got {backend!r}")
+        self.batch_first, self.bias, self.peephole, self.backend = batch_first, bias, peephole, backend
+        factory = dict(device=device, dtype=dtype)
+        c_in = in_channels
+        for k, (ch, ks) in enumerate(zip(self.hidden_channels, self.kernel_size)):
+            self.register_parameter(f"weight_l{k}", nn.Parameter(
+                torch.empty(4 * ch, c_in + ch, ks, ks, **factory)))
+            self.register_parameter(f"bias_l{k}", nn.Parameter(
+                torch.empty(4 * ch, **factory)) if bias else None)
+            self.register_parameter(f"peephole_l{k}", nn.Parameter(
+                torch.empty(3, ch, 1, 1, **factory)) if peephole else None)
+            c_in = ch
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) like torch's RNNs; peepholes start at 0."""
+        for k in range(self.num_layers):
+            w = getattr(self, f"weight_l{k}")
+            bound = 1 / (w[0].numel() ** 0.5)
+            nn.init.uniform_(w, -bound, bound)
+            if self.bias:
+                nn.init.uniform_(getattr(self, f"bias_l{k}"), -bound, bound)
+            if self.peephole:
+                nn.init.zeros_(getattr(self, f"peephole_l{k}"))
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.hidden_channels}, kernel_size={self.kernel_size}, "
+                f"num_layers={self.num_layers}, batch_first={self.batch_first}, bias={self.bias}, "
+                f"peephole={self.peephole}, backend={self.backend!r}")
+
+    def forward(self, input, hx=None):
+        layout = "(B, T, C_in, Hh, Ww)" if self.batch_first else "(T, B, C_in, Hh, Ww)"
+        _check_input("input", input, (5,), layout)
+        if input.shape[2] != self.in_channels:
+            raise ValueError(f"input must have {self.in_channels} channels (in_channels) in "
+                             f"dimension 2 of {layout}, got shape {tuple(input.shape)}")
+        x = input.transpose(0, 1) if self.batch_first else input
+        T, B, _, Hh, Ww = x.shape
+        state = self._initial_state(hx, x, B, Hh, Ww)
+        new_state = []
+        for k in range(self.num_layers):
+            W, b, peep = (getattr(self, f"{n}_l{k}") for n in ("weight", "bias", "peephole"))
+            h, c = state[k]
+            outs = []
+            for t in range(T):
+                a = F.conv2d(torch.cat([x[t], h], dim=1), W, b, padding=self.kernel_size[k] // 2)
+                h, c = functional.convlstm_gates(a, c, peep, backend=self.backend)
+                outs.append(h)
+            x = torch.stack(outs) if T else x.new_zeros(0, B, self.hidden_channels[k], Hh, Ww)
+            new_state.append((h, c))
+        return (x.transpose(0, 1) if self.batch_first else x), new_state
+
+    def _initial_state(self, hx, x, B, Hh, Ww):
+        shapes = [(B, ch, Hh, Ww) for ch in self.hidden_channels]
+        if hx is None:
+            return [(x.new_zeros(s), x.new_zeros(s)) for s in shapes]
+        if not isinstance(hx, (list, tuple)) or len(hx) != self.num_layers:
+            raise ValueError(f"hx must be a list of {self.num_layers} (h, c) pairs, one per layer "
+                             "(the state a previous call returned)")
+        for k, (pair, s) in enumerate(zip(hx, shapes)):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"hx[{k}] must be a pair (h, c)")
+            for name, t in zip("hc", pair):
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
+                    got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                    raise ValueError(f"hx[{k}] {name} must have shape (B, C_h, Hh, Ww) = {s}, got {got}")
+        return [tuple(pair) for pair in hx]

@@ -4,7 +4,8 @@ Same contract and results as ``lstmkit.reference`` (float64 to ~1e-10, float32 t
 organised for speed instead of for reading:
 
 * the input projection of all T steps is ONE matrix product (T*B, I) x (I, G*H) before the
-  time loop; only the recurrent product h_{t-1} W_hh^T stays inside it;
+  time loop; only the recurrent product h_{t-1} W_hh^T stays inside it, with W_hh^T made
+  contiguous once per call;
 * biases are summed once (b_ih + b_hh) and added inside the fused loop;
 * one loop over (batch, hidden unit) does the bias add, all gate nonlinearities, the cell
   update and the output, and overwrites the pre-activations with the gate values that
@@ -83,31 +84,37 @@ def _sigmoid_impl(x):
 
 
 @njit(**_JIT)
-def _lstm_fwd(x, h0, c0, W_ih, W_hh, bias):
+def _lstm_fwd(x, h0, c0, W_ihT, W_hhT, bias):
     T, B, I = x.shape
     H = h0.shape[1]
     # gates: pre-activations first, overwritten step by step with the gate values i, f, g, o.
     gates = np.empty((T, B, 4 * H), dtype=x.dtype)
-    np.dot(x.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
+    np.dot(x.reshape(T * B, I), W_ihT, gates.reshape(T * B, 4 * H))
     hs = np.empty((T + 1, B, H), dtype=x.dtype)  # hs[t] is h_{t-1}; hs[0] = h0
     cs = np.empty((T + 1, B, H), dtype=x.dtype)
     hs[0] = h0
     cs[0] = c0
     rec = np.empty((B, 4 * H), dtype=x.dtype)
-    W_hhT = W_hh.T
+    b_i, b_f, b_g, b_o = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
     for t in range(T):
         np.dot(hs[t], W_hhT, rec)
-        g_t, c_prev, c_t, h_t = gates[t], cs[t], cs[t + 1], hs[t + 1]
         for b in range(B):
+            # One 1-D view per gate: LLVM vectorises this loop only when each operand is a
+            # plain unit-stride pointer (measured: 2.4 us per step at B=16, H=128, against
+            # 24 us for the same loop indexing 2-D arrays at offsets H, 2H, 3H).
+            a, r = gates[t, b], rec[b]
+            a_i, a_f, a_g, a_o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+            r_i, r_f, r_g, r_o = r[:H], r[H:2 * H], r[2 * H:3 * H], r[3 * H:]
+            c_prev, c_new, h_new = cs[t, b], cs[t + 1, b], hs[t + 1, b]
             for j in range(H):
-                i = sigmoid(g_t[b, j] + rec[b, j] + bias[j])
-                f = sigmoid(g_t[b, H + j] + rec[b, H + j] + bias[H + j])
-                g = tanh(g_t[b, 2 * H + j] + rec[b, 2 * H + j] + bias[2 * H + j])
-                o = sigmoid(g_t[b, 3 * H + j] + rec[b, 3 * H + j] + bias[3 * H + j])
-                c = f * c_prev[b, j] + i * g
-                g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j] = i, f, g, o
-                c_t[b, j] = c
-                h_t[b, j] = o * tanh(c)
+                i = sigmoid(a_i[j] + r_i[j] + b_i[j])
+                f = sigmoid(a_f[j] + r_f[j] + b_f[j])
+                g = tanh(a_g[j] + r_g[j] + b_g[j])
+                o = sigmoid(a_o[j] + r_o[j] + b_o[j])
+                c = f * c_prev[j] + i * g
+                a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
+                c_new[j] = c
+                h_new[j] = o * tanh(c)
     return gates, hs, cs
 
 
@@ -120,19 +127,22 @@ def _lstm_bwd(dy, dh_n, dc_n, x, W_ih, W_hh, gates, hs, cs):
     dh = dh_n.copy()
     dc = dc_n.copy()
     for t in range(T - 1, -1, -1):
-        g_t, d_t, c_prev, c_t = gates[t], dA[t], cs[t], cs[t + 1]
         for b in range(B):
+            a, d = gates[t, b], dA[t, b]  # 1-D views per gate, as in _lstm_fwd, for SIMD
+            a_i, a_f, a_g, a_o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
+            d_i, d_f, d_g, d_o = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
+            c_prev, c_new, dh_b, dc_b, dy_b = cs[t, b], cs[t + 1, b], dh[b], dc[b], dy[t, b]
             for j in range(H):
-                i, f, g, o = g_t[b, j], g_t[b, H + j], g_t[b, 2 * H + j], g_t[b, 3 * H + j]
-                tc = tanh(c_t[b, j])  # recomputed rather than stored: saves T*B*H floats
-                dh_j = dh[b, j] + dy[t, b, j]
-                dc_j = dc[b, j] + dh_j * o * (one - tc * tc)
-                d_t[b, j] = dc_j * g * i * (one - i)
-                d_t[b, H + j] = dc_j * c_prev[b, j] * f * (one - f)
-                d_t[b, 2 * H + j] = dc_j * i * (one - g * g)
-                d_t[b, 3 * H + j] = dh_j * tc * o * (one - o)
-                dc[b, j] = dc_j * f
-        np.dot(d_t, W_hh, dh)
+                i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
+                tc = tanh(c_new[j])  # recomputed rather than stored: saves T*B*H floats
+                dh_j = dh_b[j] + dy_b[j]
+                dc_j = dc_b[j] + dh_j * o * (one - tc * tc)
+                d_i[j] = dc_j * g * i * (one - i)
+                d_f[j] = dc_j * c_prev[j] * f * (one - f)
+                d_g[j] = dc_j * i * (one - g * g)
+                d_o[j] = dh_j * tc * o * (one - o)
+                dc_b[j] = dc_j * f
+        np.dot(dA[t], W_hh, dh)
     dA2 = dA.reshape(T * B, 4 * H)
     dx = np.dot(dA2, W_ih).reshape(T, B, I)
     dW_ih = np.dot(dA2.T, x.reshape(T * B, I))
@@ -145,21 +155,20 @@ def _lstm_bwd(dy, dh_n, dc_n, x, W_ih, W_hh, gates, hs, cs):
 
 
 @njit(**_JIT)
-def _rnn_fwd(x, h0, W_ih, W_hh, bias):
+def _rnn_fwd(x, h0, W_ihT, W_hhT, bias):
     T, B, I = x.shape
     H = h0.shape[1]
     pre = np.empty((T, B, H), dtype=x.dtype)
-    np.dot(x.reshape(T * B, I), W_ih.T, pre.reshape(T * B, H))
+    np.dot(x.reshape(T * B, I), W_ihT, pre.reshape(T * B, H))
     hs = np.empty((T + 1, B, H), dtype=x.dtype)
     hs[0] = h0
     rec = np.empty((B, H), dtype=x.dtype)
-    W_hhT = W_hh.T
     for t in range(T):
         np.dot(hs[t], W_hhT, rec)
-        p_t, h_t = pre[t], hs[t + 1]
         for b in range(B):
+            p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd
             for j in range(H):
-                h_t[b, j] = tanh(p_t[b, j] + rec[b, j] + bias[j])
+                h_new[j] = tanh(p[j] + r[j] + bias[j])
     return hs
 
 
@@ -171,11 +180,11 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
     dA = np.empty((T, B, H), dtype=x.dtype)
     dh = dh_n.copy()
     for t in range(T - 1, -1, -1):
-        d_t, h_t = dA[t], hs[t + 1]
         for b in range(B):
+            d, h, dh_b, dy_b = dA[t, b], hs[t + 1, b], dh[b], dy[t, b]
             for j in range(H):
-                d_t[b, j] = (dh[b, j] + dy[t, b, j]) * (one - h_t[b, j] * h_t[b, j])
-        np.dot(d_t, W_hh, dh)
+                d[j] = (dh_b[j] + dy_b[j]) * (one - h[j] * h[j])
+        np.dot(dA[t], W_hh, dh)
     dA2 = dA.reshape(T * B, H)
     dx = np.dot(dA2, W_ih).reshape(T, B, I)
     dW_ih = np.dot(dA2.T, x.reshape(T * B, I))
@@ -189,6 +198,12 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
 
 def _contiguous(*arrays):
     return tuple(None if a is None else np.ascontiguousarray(a) for a in arrays)
+
+
+def _transposed(W_ih, W_hh):
+    """Contiguous W^T for the forward products: measured here, BLAS through Numba ran the
+    per-step product about 4x faster with a C-contiguous (H, 4H) operand than with W_hh.T."""
+    return np.ascontiguousarray(W_ih.T), np.ascontiguousarray(W_hh.T)
 
 
 def _summed_bias(b_ih, b_hh, rows, dtype):
@@ -208,7 +223,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         gates = np.zeros((T, B, 4 * H), dtype=x.dtype)
         hs, cs = np.stack([h0] * (T + 1)), np.stack([c0] * (T + 1))
     else:
-        gates, hs, cs = _lstm_fwd(x, h0, c0, W_ih, W_hh, bias)
+        gates, hs, cs = _lstm_fwd(x, h0, c0, *_transposed(W_ih, W_hh), bias)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), cs[T].copy(), saved
@@ -250,7 +265,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
     if T == 0 or B == 0:
         hs = np.stack([h0] * (T + 1))
     else:
-        hs = _rnn_fwd(x, h0, W_ih, W_hh, bias)
+        hs = _rnn_fwd(x, h0, *_transposed(W_ih, W_hh), bias)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), saved
 

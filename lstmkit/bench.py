@@ -1,0 +1,190 @@
+"""``lstmkit bench``: lstmkit's LSTM backends against ``torch.nn.LSTM``, measured side by side.
+
+All backends run in one process, interleaved (one repetition of each in turn, repeated), so
+machine noise hits every side alike; each row reports the median.
+
+FLOP count of one LSTM layer over a sequence (multiply-adds counted as 2 FLOPs; the
+elementwise gate math, O(T B H), is left out)::
+
+    forward   = T * 2 * B * 4H * (I + H)      the input and recurrent products
+    training  = 3 * forward                   forward, plus dX/dH and dW products of the same size
+
+The SGEMM peak is measured by the command itself with the BLAS the Numba kernels call
+(SciPy's), as the best of a few square float32 products at n = 1024.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+DEFAULT_BATCHES = (1, 16, 64)
+DEFAULT_HIDDEN = (32, 128, 512)
+QUICK_BATCHES = (1, 16)
+QUICK_HIDDEN = (32, 128)
+
+
+@dataclass
+class Row:
+    backend: str
+    mode: str  # "forward" (inference, no grad) or "train" (forward + backward)
+    batch: int
+    hidden: int
+    input: int
+    seq_len: int
+    median_ms: float
+    gflops: float
+    torch_ms: float
+    speedup_vs_torch: float  # torch_ms / median_ms: above 1 means faster than torch
+    frac_of_sgemm_peak: float
+
+
+def lstm_flops(T: int, B: int, I: int, H: int, mode: str) -> float:
+    """FLOPs of one LSTM layer over a sequence (see the module docstring)."""
+    forward = T * 2.0 * B * 4 * H * (I + H)
+    return forward if mode == "forward" else 3 * forward
+
+
+def sgemm_peak_gflops(n: int = 1024, reps: int = 5) -> float:
+    """Best float32 matrix-multiply rate of SciPy's BLAS (the one Numba calls), in GFLOP/s."""
+    from scipy.linalg.blas import sgemm
+
+    rng = np.random.default_rng(0)
+    a = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    b = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    sgemm(1.0, a, b)
+    best = min(_timed(lambda: sgemm(1.0, a, b)) for _ in range(reps))
+    return 2.0 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _step_functions(backend: str, T: int, B: int, H: int, device: str):
+    """(forward, train) closures for one backend at one shape, sharing torch's weights."""
+    import torch
+
+    import lstmkit.nn as lnn
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(H, H).to(device)
+    x = torch.randn(T, B, H, device=device)
+    if backend == "torch":
+        model = ref
+    else:
+        model = lnn.LSTM(H, H, backend=backend).to(device)
+        model.load_state_dict(ref.state_dict())
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+        sync()
+
+    xg = x.clone().requires_grad_()
+
+    def train():
+        y, _ = model(xg)
+        y.sum().backward()
+        sync()
+
+    return forward, train
+
+
+def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HIDDEN,
+        seq_len: int = 100, modes=("forward", "train"), reps: int = 7, numpy_max_hidden: int = 128,
+        progress: bool = True) -> dict:
+    """Measure every (mode, batch, hidden) point for every backend; return a JSON-able dict.
+
+    The "numpy" reference backend is slow by design; it is timed only up to
+    ``numpy_max_hidden`` and with fewer repetitions.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    device = "cuda" if "cuda" in backends else "cpu"
+    if "torch" not in backends:
+        backends = (*backends, "torch")
+    peak = sgemm_peak_gflops()
+    points = [(m, b, h) for m in modes for b in batches for h in hiddens]
+    rows: list[Row] = []
+    bar = tqdm(points, desc="lstmkit bench", disable=not progress, leave=False)
+    for mode, B, H in bar:
+        bar.set_postfix_str(f"{mode} B={B} H={H}")
+        active = [b for b in backends if b != "numpy" or H <= numpy_max_hidden]
+        fns = {b: _step_functions(b, seq_len, B, H, device)[mode == "train"] for b in active}
+        for fn in fns.values():  # warm-up: compiles, oneDNN primitive creation, caches
+            fn()
+        times: dict[str, list[float]] = {b: [] for b in active}
+        for r in range(reps):
+            for b, fn in fns.items():
+                if b == "numpy" and r >= 2:
+                    continue
+                times[b].append(_timed(fn))
+        torch_ms = statistics.median(times["torch"]) * 1e3
+        flops = lstm_flops(seq_len, B, H, H, mode)
+        for b in active:
+            ms = statistics.median(times[b]) * 1e3
+            gflops = flops / (ms / 1e3) / 1e9
+            rows.append(Row(b, mode, B, H, H, seq_len, float(f"{ms:.4g}"), float(f"{gflops:.4g}"),
+                            float(f"{torch_ms:.4g}"), round(torch_ms / ms, 3), float(f"{gflops / peak:.3g}")))
+    return {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
+                        "sgemm_peak_gflops": round(peak, 1), "python": sys.version.split()[0],
+                        "torch": torch.__version__, "device": device,
+                        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")},
+            "rows": [asdict(r) for r in rows]}
+
+
+def format_table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"SGEMM peak {m['sgemm_peak_gflops']} GFLOP/s; torch threads {m['torch_threads']}; "
+             f"device {m['device']}" + (f"; note: OPENBLAS_CORETYPE={m['openblas_coretype']} may hold BLAS "
+                                         "back (unset it for this command to measure the machine)"
+                                         if m.get("openblas_coretype") else ""),
+             f"{'mode':<8}{'batch':>6}{'hidden':>7}  {'backend':<7}{'ms':>10}{'GFLOP/s':>9}"
+             f"{'torch ms':>10}{'torch/ours':>11}{'of peak':>9}"]
+    for r in result["rows"]:
+        lines.append(f"{r['mode']:<8}{r['batch']:>6}{r['hidden']:>7}  {r['backend']:<7}"
+                     f"{r['median_ms']:>10.3f}{r['gflops']:>9.1f}{r['torch_ms']:>10.3f}"
+                     f"{r['speedup_vs_torch']:>11.2f}{r['frac_of_sgemm_peak']:>9.2f}")
+    return "\n".join(lines)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--backend", action="append", choices=["numba", "numpy", "cuda"],
+                   help="backend(s) to compare with torch (default: numba)")
+    p.add_argument("--quick", action="store_true", help="a small grid: batch {1, 16} x hidden {32, 128}")
+    p.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 16 64)")
+    p.add_argument("--hidden", type=int, nargs="+",
+                   help="hidden sizes, input size = hidden (default 32 128 512)")
+    p.add_argument("--seq-len", type=int, default=100, help="sequence length T (default 100)")
+    p.add_argument("--mode", choices=["forward", "train"], action="append",
+                   help="forward (inference) and/or train (forward + backward); default both")
+    p.add_argument("--reps", type=int, default=7, help="timed repetitions per point (median reported)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
+
+
+def main(args) -> int:
+    batches = args.batch or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
+    hiddens = args.hidden or (QUICK_HIDDEN if args.quick else DEFAULT_HIDDEN)
+    result = run(backends=tuple(args.backend or ["numba"]), batches=batches, hiddens=hiddens,
+                 seq_len=args.seq_len, modes=tuple(args.mode or ["forward", "train"]),
+                 reps=3 if args.quick else args.reps, progress=sys.stderr.isatty())
+    if args.json == "-":
+        print(json.dumps(result, indent=1))
+    else:
+        print(format_table(result))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+    return 0

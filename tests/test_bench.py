@@ -1,0 +1,34 @@
+"""`lstmkit bench` runs and reports every field (timings are printed, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from lstmkit.bench import lstm_flops
+
+FIELDS = {"backend", "mode", "batch", "hidden", "input", "seq_len", "median_ms", "gflops", "torch_ms",
+          "speedup_vs_torch", "frac_of_sgemm_peak"}
+
+
+def test_quick_bench_json_has_every_field():
+    proc = subprocess.run([sys.executable, "-m", "lstmkit", "bench", "--quick", "--json", "-"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["machine"]["sgemm_peak_gflops"] > 0
+    rows = result["rows"]
+    assert {(r["backend"], r["mode"], r["batch"], r["hidden"]) for r in rows} == {
+        (b, m, B, H) for b in ("numba", "torch") for m in ("forward", "train")
+        for B in (1, 16) for H in (32, 128)}
+    for r in rows:
+        assert set(r) == FIELDS
+        assert r["median_ms"] > 0 and r["gflops"] > 0
+        expected = lstm_flops(r["seq_len"], r["batch"], r["input"], r["hidden"], r["mode"])
+        assert abs(r["gflops"] - expected / r["median_ms"] / 1e6) <= 0.01 * r["gflops"]
+
+
+def test_flop_formula():
+    assert lstm_flops(10, 2, 3, 4, "forward") == 10 * 2 * 2 * 16 * 7
+    assert lstm_flops(10, 2, 3, 4, "train") == 3 * lstm_flops(10, 2, 3, 4, "forward")
