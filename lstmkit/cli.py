@@ -118,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lstmkit", description="Tools for the LSTM course.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check that this machine can run the course")
+    from lstmkit import bench  # light: heavy imports happen inside bench.run
+
+    bench.add_arguments(sub.add_parser("bench", help="time lstmkit's LSTM backends against torch.nn.LSTM"))
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return doctor()
+    if args.command == "bench":
+        return bench.main(args)
     return 2
 
 
