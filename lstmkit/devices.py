@@ -1,0 +1,98 @@
+"""Which CUDA backend this process can use: a real GPU, Numba's CPU simulator, or none.
+
+``import lstmkit`` never touches a GPU driver; ``cuda_status()`` imports ``numba.cuda`` only
+when called, and never raises: a laptop without a driver gets ``mode="none"`` and a reason.
+
+Numba reads ``NUMBA_ENABLE_CUDASIM`` once, when it is first imported, so the simulator must
+be switched on in the environment before Python starts (or before anything imports numba)::
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/cuda
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+
+__all__ = ["CudaStatus", "cuda_status", "require_cuda"]
+
+SIMULATOR_HINT = (
+    "set NUMBA_ENABLE_CUDASIM=1 before importing numba/lstmkit to run the CUDA kernels "
+    "on the CPU simulator"
+)
+
+
+@dataclass(frozen=True)
+class CudaStatus:
+    """What ``lstmkit.kernels.cuda`` will run on.
+
+    mode: "gpu" (a real device), "simulator" (Numba's CUDA simulator: every GPU thread is a
+    Python thread on the CPU, slow but exact) or "none"; reason: a human-readable sentence;
+    device_name: the GPU's name in "gpu" mode, else None.
+    """
+
+    mode: str
+    reason: str
+    device_name: str | None = None
+
+    def __str__(self) -> str:
+        return f"CUDA: {self.mode} ({self.reason})"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> CudaStatus:
+    """Report whether the CUDA kernels can run here, and on what. Never raises.
+
+    Computed once per process: numba decides between driver and simulator at import time,
+    so the answer cannot change afterwards.
+    """
+    try:
+        return _probe()
+    except Exception as exc:  # a broken driver install must not break `lstmkit doctor`
+        return CudaStatus("none", f"probing CUDA failed: {type(exc).__name__}: {_first_line(exc)}")
+
+
+def require_cuda() -> None:
+    """Raise RuntimeError, saying how to use the simulator, when no CUDA backend is available."""
+    status = cuda_status()
+    if status.mode == "none":
+        raise RuntimeError(f"the CUDA kernels cannot run here: {status.reason}; {SIMULATOR_HINT}")
+
+
+def _simulated() -> bool:
+    """Whether numba.cuda runs on the simulator (numba-cuda moved its config module in 0.21)."""
+    try:
+        from numba.cuda.core import config
+    except ImportError:
+        from numba.core import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(exc).__name__
+
+
+def _probe() -> CudaStatus:
+    if importlib.util.find_spec("numba") is None:
+        return CudaStatus("none", "numba is not installed (pip install numba numba-cuda)")
+    if importlib.util.find_spec("numba_cuda") is None:
+        return CudaStatus("none", "numba-cuda is not installed (pip install numba-cuda)")
+    try:
+        from numba import cuda
+    except ImportError as exc:  # e.g. the cuda-bindings package is missing
+        return CudaStatus("none", f"numba.cuda cannot be imported: {_first_line(exc)}")
+
+    if _simulated():
+        return CudaStatus("simulator", "NUMBA_ENABLE_CUDASIM=1: kernels run on the CPU simulator")
+    try:
+        devices = list(cuda.list_devices())
+    except Exception as exc:  # CudaSupportError: no driver library, or driver init failed
+        return CudaStatus("none", f"no usable CUDA driver: {_first_line(exc)}")
+    if not devices or not cuda.is_available():
+        return CudaStatus("none", "a CUDA driver was found but no CUDA device")
+    device = cuda.get_current_device()
+    name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+    major, minor = device.compute_capability
+    return CudaStatus("gpu", f"{name}, compute capability {major}.{minor}", name)
