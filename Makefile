@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 PORT   ?= 8888
+# Jupyter refuses to run as root (containers, CI) unless told that it is on purpose.
+AS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 .PHONY: lab test install lint clean
 
@@ -22,7 +24,7 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/lstmkit doctor || true
-	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks --port=$(PORT) $(ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks --port=$(PORT) $(AS_ROOT) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

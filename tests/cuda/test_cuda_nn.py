@@ -5,34 +5,46 @@ a real GPU with CUDA tensors (zero-copy through __cuda_array_interface__)."""
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import pytest
 import torch
 
 import lstmkit.nn as lnn
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# 1-3 layers x bidirectional x batch_first x hx given x bias: 20 of the 48 combinations.
+ALL = list(itertools.product([1, 2, 3], [False, True], [False, True], [False, True], [True, False]))
+CONFIGS = random.Random(1).sample(ALL, 20)
+# The simulator runs each GPU thread as a Python thread, so these are kept tiny, and the RNN
+# (which shares all of the LSTM's wiring in lstmkit.nn) takes 4 of the configurations.
+CASES = [("lstm", *c) for c in CONFIGS] + [("rnn", *c) for c in CONFIGS[:4]]
 
 
 def _run(module, x, hx):
     x = x.clone().requires_grad_()
-    out, state = module(x, hx)
+    hx = None if hx is None else tuple(h.clone().requires_grad_() for h in hx)
+    out, state = module(x, hx if hx is None or len(hx) == 2 else hx[0])
     state = state if isinstance(state, tuple) else (state,)
     loss = (out * torch.linspace(-1, 1, out.numel(), device=x.device).view_as(out)).sum()
     loss = loss + sum((s ** 2).sum() for s in state)
-    return [out, *state], torch.autograd.grad(loss, [x, *module.parameters()])
+    return [out, *state], torch.autograd.grad(loss, [x, *(hx or ()), *module.parameters()])
 
 
-@pytest.mark.parametrize("kind", ["lstm", "rnn"])
-@pytest.mark.parametrize("layers,bidir,batch_first", [(1, False, False), (2, True, True)])
-def test_modules_on_cuda_backend_match_torch(kind, layers, bidir, batch_first):
+@pytest.mark.parametrize("kind,layers,bidir,batch_first,with_hx,bias", CASES)
+def test_modules_on_cuda_backend_match_torch(kind, layers, bidir, batch_first, with_hx, bias):
     torch.manual_seed(layers + bidir)
-    kw = dict(num_layers=layers, bidirectional=bidir, batch_first=batch_first)
+    kw = dict(num_layers=layers, bidirectional=bidir, batch_first=batch_first, bias=bias)
     ours = (lnn.LSTM if kind == "lstm" else lnn.RNN)(3, 5, backend="cuda", **kw).to(DEVICE)
     theirs = (torch.nn.LSTM if kind == "lstm" else torch.nn.RNN)(3, 5, **kw).to(DEVICE)
     theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 3, 3, device=DEVICE)
-    outs, grads = _run(ours, x, None)
-    ref_outs, ref_grads = _run(theirs, x, None)
+    x = torch.randn(2, 2, 3, device=DEVICE)
+    shape = (layers * (2 if bidir else 1), 2, 5)
+    n_states = 2 if kind == "lstm" else 1
+    hx = tuple(torch.randn(shape, device=DEVICE) for _ in range(n_states)) if with_hx else None
+    outs, grads = _run(ours, x, hx)
+    ref_outs, ref_grads = _run(theirs, x, hx)
     for a, b in zip(outs, ref_outs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     for a, b in zip(grads, ref_grads):
