@@ -114,6 +114,33 @@ def _check_cuda(say) -> None:
         say(_line(None, "cuda", f"could not be checked ({type(exc).__name__}: {exc})"))
 
 
+def _add_grading_commands(sub) -> None:
+    """``grade`` and ``exercises build``; their code lives in lstmkit.grading.commands (imported lazily)."""
+    g = sub.add_parser("grade", help="grade submitted exercise notebooks (files or folders)",
+                       description="Run each notebook in a sandboxed kernel of its own, call the "
+                                   "learner's functions on inputs from a secret seed and compare with "
+                                   "lstmkit.reference. Exit code 0 when every notebook has full marks, "
+                                   "1 otherwise.")
+    g.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebook files or folders of them")
+    g.add_argument("--out", metavar="CSV", help="write grades (one row per notebook) to this CSV file")
+    g.add_argument("--secret-seed", type=int, default=None, metavar="N",
+                   help="seed of the test inputs (default: $LSTMKIT_SECRET_SEED, else 0)")
+    g.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per notebook (120)")
+    g.add_argument("--memory-mb", type=int, default=3072, metavar="MB",
+                   help="address-space limit of each learner kernel (3072)")
+    g.add_argument("--jobs", type=int, default=None, metavar="N", help="notebooks at once (CPU cores)")
+    g.add_argument("--feedback", metavar="DIR",
+                   help="per-notebook feedback (default: feedback/ next to --out)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--verbose", action="store_true", help="print every task of every notebook")
+    g.set_defaults(grading_handler="grade_main")
+    ex = sub.add_parser("exercises", help="exercise notebooks").add_subparsers(dest="action", required=True)
+    b = ex.add_parser("build", help="write exercises/ from solutions/")
+    b.add_argument("--check", action="store_true", help="only compare; exit 1 when exercises/ is out of date")
+    b.add_argument("--root", default=".", help="folder holding solutions/ and exercises/ (default: .)")
+    b.set_defaults(grading_handler="build_main")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lstmkit", description="Tools for the LSTM course.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     from lstmkit import bench  # light: heavy imports happen inside bench.run
 
     bench.add_arguments(sub.add_parser("bench", help="time lstmkit's LSTM backends against torch.nn.LSTM"))
+    _add_grading_commands(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "grading_handler", None):  # grade, exercises build
+        from lstmkit.grading import commands
+
+        return getattr(commands, args.grading_handler)(args)
     if args.command == "doctor":
         return doctor()
     if args.command == "bench":

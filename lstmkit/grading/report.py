@@ -1,0 +1,133 @@
+"""How results look: the compact rich display of ``check()`` (HTML, with a text fallback) and
+the Markdown feedback the batch grader writes for each submission.
+
+Every string that may come from a learner's code (error messages, source lines) is escaped
+here: HTML-escaped for the display, and stripped of Markdown/HTML syntax for the feedback.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from lstmkit.grading.registry import TaskResult
+
+_COLOR = {"passed": "#2e7d32", "partial": "#e65100", "failed": "#c62828", "error": "#c62828",
+          "missing": "#c62828", "not attempted": "#757575"}
+_ICON = {"passed": "✔", "partial": "◐", "failed": "✘", "error": "✘", "missing": "✘", "not attempted": "…"}
+
+
+def fmt_points(p: float) -> str:
+    return f"{round(float(p), 2):g}"
+
+
+def headline(r: TaskResult, function: str) -> str:
+    n = len(r.checks)
+    passed = sum(c.ok for c in r.checks)
+    if r.status == "not attempted":
+        return (f"not attempted yet: replace `raise NotImplementedError()` in {function} with your code, "
+                f"then run this cell again")
+    if r.status == "missing":
+        return f"{function} is not defined yet: run the cell that defines it first"
+    if r.status == "passed":
+        return "the check passed" if n == 1 else f"all {n} checks passed"
+    if r.status == "error":
+        return r.message
+    return f"{passed} of {n} checks passed"
+
+
+class CheckView:
+    """What ``check()`` displays: HTML in Jupyter, plain text anywhere else."""
+
+    def __init__(self, result: TaskResult, function: str, title: str):
+        self.result = result
+        self.function = function
+        self.title = title
+
+    def _show_checks(self) -> bool:
+        return self.result.status not in ("not attempted", "missing")
+
+    def __repr__(self) -> str:
+        r = self.result
+        lines = [f"{_ICON[r.status]} {r.task} ({self.title}): {headline(r, self.function)} "
+                 f"[{fmt_points(r.points)}/{fmt_points(r.max_points)} points]"]
+        if self._show_checks():
+            for c in r.checks:
+                lines.append(f"    {'✔' if c.ok else '✘'} {c.name}: {c.message if not c.ok else 'ok'}")
+        if r.status != "passed" and r.hint:
+            lines.append(f"    hint: {r.hint}")
+        for note in r.notes:
+            lines.append(f"    note: {note}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        r = self.result
+        e = html.escape
+        color = _COLOR[r.status]
+        rows = ""
+        if self._show_checks():
+            for c in r.checks:
+                color_ok = _COLOR["passed" if c.ok else "failed"]
+                mark = f"<span style='color:{color_ok}'>{'✔' if c.ok else '✘'}</span>"
+                detail = "" if c.ok else e(c.message)
+                rows += (f"<tr><td style='padding:1px 6px;text-align:left'>{mark}</td>"
+                         f"<td style='padding:1px 6px;text-align:left;white-space:nowrap'>{e(c.name)}</td>"
+                         f"<td style='padding:1px 6px;text-align:left;opacity:0.8'>{detail}</td></tr>")
+        table = f"<table style='border-collapse:collapse;margin:4px 0 2px 0'>{rows}</table>" if rows else ""
+        hint = ""
+        if r.status != "passed" and r.hint:
+            hint = (f"<details{' open' if r.status != 'not attempted' else ''} style='margin-top:3px'>"
+                    f"<summary style='cursor:pointer'>hint</summary>"
+                    f"<div style='padding:2px 0 0 14px'>{e(r.hint)}</div></details>")
+        notes = "".join(f"<div style='opacity:0.8'>note: {e(n)}</div>" for n in r.notes)
+        return (f"<div style='border-left:4px solid {color};padding:4px 10px;margin:4px 0;"
+                f"font-family:var(--jp-ui-font-family, sans-serif);font-size:13px;line-height:1.4'>"
+                f"<div><span style='color:{color};font-weight:bold'>{_ICON[r.status]} {e(r.task)}</span> "
+                f"<span style='opacity:0.7'>({e(self.title)})</span>: {e(headline(r, self.function))} "
+                f"<span style='opacity:0.7'>[{fmt_points(r.points)}/{fmt_points(r.max_points)} points]"
+                f"</span></div>{table}{hint}{notes}</div>")
+
+
+# --------------------------------------------------------------------------- Markdown
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]<>|])")  # enough to stop emphasis, links, HTML and tables
+
+
+def md_text(s: str, limit: int = 400) -> str:
+    """One line of learner-influenced text, safe inside Markdown (no HTML, no links, no tables)."""
+    s = " ".join(str(s).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", s)
+
+
+def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskResult], total: float,
+                      max_points: float, status: str, notes: list[str], titles: dict[str, str]) -> str:
+    lines = [f"# Feedback: {md_text(identifier)}", ""]
+    if exercise_title:
+        lines.append(f"**Exercise:** {md_text(exercise_title)}  ")
+    lines += [f"**Score:** {fmt_points(total)} / {fmt_points(max_points)} points  ",
+              f"**Status:** {md_text(status)}", ""]
+    if results:
+        lines += ["| task | points | result |", "|---|---|---|"]
+        for r in results:
+            lines.append(f"| {md_text(r.task)} | {fmt_points(r.points)} / {fmt_points(r.max_points)} | "
+                         f"{md_text(r.status)} |")
+        lines.append("")
+    for r in results:
+        lines += [f"## {md_text(r.task)}: {md_text(titles.get(r.task, ''))}", "",
+                  f"{fmt_points(r.points)} / {fmt_points(r.max_points)} points. {md_text(r.message)}", ""]
+        if r.status not in ("not attempted", "missing"):
+            for c in r.checks:
+                lines.append(f"- {'✔' if c.ok else '✘'} **{md_text(c.name)}**"
+                             + ("" if c.ok else f": {md_text(c.message)}"))
+            lines.append("")
+        if r.status != "passed" and r.hint:
+            lines += [f"*Hint:* {md_text(r.hint, 1000)}", ""]
+    if notes:
+        lines += ["## Notes on running your notebook", ""]
+        lines += [f"- {md_text(n)}" for n in notes]
+        lines.append("")
+    lines += ["---", "Graded by `lstmkit grade` on inputs the notebook never saw; the values your functions "
+              "returned were compared with `lstmkit.reference` outside your notebook's kernel.", ""]
+    return "\n".join(lines)
