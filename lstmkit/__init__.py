@@ -10,7 +10,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"reference", "nn", "functional", "kernels", "data", "viz", "widgets", "grading", "cli"}
+_SUBMODULES = {"reference", "nn", "functional", "kernels", "data", "viz", "widgets", "training",
+               "grading", "cli", "bench", "devices"}
 
 
 def __getattr__(name: str):

@@ -1,0 +1,315 @@
+"""Matplotlib figures for the lessons.
+
+Every function draws one kind of figure, gives it a title and labelled axes, and returns the
+``Figure``. Functions that draw on a single set of axes take an optional ``ax`` (draw there,
+e.g. in a panel of your own figure) and otherwise create a small figure with
+``matplotlib.pyplot``, so in a notebook with ``%matplotlib inline`` it shows once when the
+cell ends: write ``fig = viz.loss_curves(...)`` (or ``_ = ...``) to avoid showing it twice.
+
+Figures are small on purpose (about 6 x 3.5 inches at 80 dpi), which keeps the executed
+notebooks light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = [
+    "FIGSIZE",
+    "DPI",
+    "new_figure",
+    "gradient_norm_curves",
+    "metric_vs_lag",
+    "loss_curves",
+    "gate_heatmaps",
+    "lstm_trace",
+    "draw_lstm_trace",
+    "show_frames",
+    "time_series",
+    "forecast",
+    "bar_chart",
+]
+
+FIGSIZE = (6.0, 3.5)
+DPI = 80
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize=None, pyplot: bool = True, **kw):
+    """A small figure and its axes (``plt.subplots`` with the course's size and dpi).
+
+    With ``pyplot=False`` the figure is not registered with pyplot: it is never shown
+    automatically, which is what a widget that redraws one figure needs.
+    """
+    figsize = figsize or FIGSIZE
+    if pyplot:
+        return plt.subplots(nrows, ncols, figsize=figsize, dpi=DPI, **kw)
+    fig = Figure(figsize=figsize, dpi=DPI)
+    axes = fig.subplots(nrows, ncols, **kw)
+    return fig, axes
+
+
+def _axes(ax: Axes | None) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = new_figure()
+    return fig, ax
+
+
+def _finish(fig: Figure) -> Figure:
+    fig.tight_layout()
+    return fig
+
+
+def gradient_norm_curves(curves: Mapping[str, np.ndarray], *, bounds: Mapping[str, float] | None
+                         = None, title: str = "Gradient norm against distance to the loss",
+                         ax: Axes | None = None) -> Figure:
+    """||dL/dh_t|| against the distance k = T - t between step t and the loss, log scale.
+
+    curves: label -> 1-D array whose entry k is the norm k steps before the loss (entry 0 is
+    the last step), e.g. ``reference.rnn_backward(...)["dh_norms"][::-1]``.
+    bounds: optional label -> r; draws the geometric bound curve[0] * r**k dashed in the
+    same colour (r = the recurrent matrix's largest singular value, when tanh' <= 1).
+    """
+    fig, ax = _axes(ax)
+    for label, norms in curves.items():
+        norms = np.asarray(norms, dtype=np.float64)
+        k = np.arange(len(norms))
+        shown = np.where(norms > 0, norms, np.nan)  # log scale: leave exact zeros out
+        (line,) = ax.plot(k, shown, label=label)
+        if bounds and label in bounds:
+            ax.plot(k, norms[0] * float(bounds[label]) ** k, ls="--", lw=1, color=line.get_color())
+    ax.set_yscale("log")
+    ax.set_xlabel("distance to the loss, k = T - t (steps)")
+    ax.set_ylabel(r"$\|\partial L / \partial h_t\|$")
+    ax.set_title(title)
+    if curves:
+        ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def metric_vs_lag(lags: Sequence[int], results: Mapping[str, Sequence[float]], *,
+                  baseline: float | None = None, baseline_label: str = "chance",
+                  ylabel: str = "test accuracy", title: str = "Final score against lag",
+                  ax: Axes | None = None) -> Figure:
+    """One line per model: a score (accuracy or error) at each lag, with the baseline dashed."""
+    fig, ax = _axes(ax)
+    for (label, values), marker in zip(results.items(), "osD^v", strict=False):
+        ax.plot(lags, values, marker=marker, label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls="--", lw=1, label=f"{baseline_label} ({baseline:.3g})")
+    ax.set_xscale("log")
+    ax.set_xticks(list(lags))
+    ax.set_xticklabels([str(v) for v in lags])
+    ax.minorticks_off()
+    ax.set_xlabel("lag (steps between the fact and the question)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def loss_curves(histories: Mapping[str, Sequence[float]], *, baseline: float | None = None,
+                baseline_label: str = "baseline", logy: bool = False, smooth: int = 1,
+                xlabel: str = "training step", ylabel: str = "loss",
+                title: str = "Training loss", ax: Axes | None = None) -> Figure:
+    """Loss (or any metric) per training step, one line per run.
+
+    smooth: average over a trailing window of this many steps (1 = raw). Non-finite values
+    (a run that diverged) end the line there.
+    """
+    fig, ax = _axes(ax)
+    for label, values in histories.items():
+        v = np.asarray(values, dtype=np.float64)
+        if smooth > 1 and len(v) >= smooth:
+            finite = np.isfinite(v)
+            kernel = np.ones(smooth) / smooth
+            v = np.convolve(np.where(finite, v, np.nan), kernel, mode="valid")
+            steps = np.arange(smooth, smooth + len(v))
+        else:
+            steps = np.arange(1, len(v) + 1)
+        ax.plot(steps, v, label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls="--", lw=1, label=f"{baseline_label} ({baseline:.3g})")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if histories or baseline is not None:
+        ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def gate_heatmaps(gates: Mapping[str, np.ndarray], *, inputs: np.ndarray | None = None,
+                  input_labels: Sequence[str] | None = None, marks: Sequence[int] = (),
+                  unit_labels: Sequence | None = None, title: str = "Gate activations over time",
+                  figsize=(6.5, 5.5)) -> Figure:
+    """One heatmap per gate (rows: hidden units, columns: time steps), values in [0, 1].
+
+    gates: name -> (T, H) array, e.g. ``{"input i": ..., "forget f": ..., "output o": ...}``;
+    gates whose values leave [0, 1] (the candidate g, the cell c) get a symmetric colour scale.
+    inputs: optional (T, I) array drawn as lines in a top panel; marks: time steps to mark
+    with vertical lines in every panel (e.g. where the adding problem's markers are).
+    unit_labels: optional names of the H rows (e.g. the unit numbers of a selection).
+    """
+    names = list(gates)
+    n = len(names) + (inputs is not None)
+    fig = plt.figure(figsize=figsize, dpi=72, layout="constrained")  # many pixels: keep it light
+    grid = fig.add_gridspec(n, 2, width_ratios=[60, 1])
+    axes: list[Axes] = []
+    for r in range(n):
+        axes.append(fig.add_subplot(grid[r, 0], sharex=axes[0] if axes else None))
+    row = 0
+    if inputs is not None:
+        inputs = np.asarray(inputs)
+        labels = input_labels or [f"input {j}" for j in range(inputs.shape[1])]
+        for j in range(inputs.shape[1]):
+            axes[0].plot(np.arange(len(inputs)), inputs[:, j], label=labels[j], lw=1)
+        axes[0].set_xlim(-0.5, len(inputs) - 0.5)
+        axes[0].set_ylabel("input")
+        axes[0].legend(fontsize="x-small", loc="upper right", ncol=len(labels))
+        row = 1
+    for r, name in enumerate(names, start=row):
+        ax = axes[r]
+        a = np.asarray(gates[name]).T  # (H, T)
+        if a.min() >= 0 and a.max() <= 1:
+            im = ax.imshow(a, aspect="auto", cmap=plt.get_cmap("viridis", 20), vmin=0, vmax=1,
+                           interpolation="nearest")
+        else:
+            m = float(np.abs(a).max()) or 1.0
+            im = ax.imshow(a, aspect="auto", cmap=plt.get_cmap("RdBu_r", 20), vmin=-m, vmax=m,
+                           interpolation="nearest")
+        ax.set_ylabel(f"{name}\nunit", fontsize="small")
+        if unit_labels is not None:
+            ax.set_yticks(range(len(unit_labels)))
+            ax.set_yticklabels([str(u) for u in unit_labels], fontsize=6)
+        fig.colorbar(im, cax=fig.add_subplot(grid[r, 1]))
+    for ax in axes:
+        for t in marks:
+            ax.axvline(t, color="red", lw=0.8, ls=":")
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    axes[-1].set_xlabel("time step t")
+    axes[0].set_title(title, fontsize="medium")
+    return fig
+
+
+def draw_lstm_trace(axes: Sequence[Axes], trace: Mapping[str, np.ndarray], *,
+                    title: str = "One LSTM unit over time") -> list:
+    """Draw a one-unit LSTM's run on three axes; return the line objects (to update later).
+
+    trace: "x" (T, I) inputs, and "i", "f", "o", "c", "h" (T,) as from
+    ``lstmkit.widgets.gate_explorer_run``. Panels: the inputs; the three gates (valves
+    between 0 and 1); the cell state c and the output h.
+    """
+    ax_x, ax_g, ax_c = axes
+    T = len(trace["c"])
+    t = np.arange(T)
+    x = np.asarray(trace["x"]).reshape(T, -1)
+    names = trace.get("input_names") or [f"x{j}" for j in range(x.shape[1])]
+    lines = [ax_x.step(t, x[:, j], where="mid", label=names[j])[0] for j in range(x.shape[1])]
+    ax_x.set_ylabel("input")
+    ax_x.set_ylim(-0.15, 1.25)
+    ax_x.set_title(title)
+    for key, label in (("i", "input gate i"), ("f", "forget gate f"), ("o", "output gate o")):
+        lines.append(ax_g.plot(t, trace[key], label=label)[0])
+    ax_g.set_ylim(-0.05, 1.05)
+    ax_g.set_ylabel("gate value")
+    lines.append(ax_c.plot(t, trace["c"], label="cell state c", lw=2)[0])
+    lines.append(ax_c.plot(t, trace["h"], label="output h", ls="--")[0])
+    ax_c.set_ylim(-1.1, 1.1)
+    ax_c.axhline(0, color="grey", lw=0.5)
+    ax_c.set_ylabel("state")
+    ax_c.set_xlabel("time step t")
+    for ax in axes:
+        ax.legend(fontsize="x-small", loc="upper right", ncol=3)
+    return lines
+
+
+def lstm_trace(trace: Mapping[str, np.ndarray], *, title: str = "One LSTM unit over time",
+               pyplot: bool = True) -> Figure:
+    """A one-unit LSTM's inputs, gates, cell state and output over time (three panels)."""
+    fig, axes = new_figure(3, 1, figsize=(6.0, 5.0), sharex=True, pyplot=pyplot)
+    draw_lstm_trace(axes, trace, title=title)
+    return _finish(fig)
+
+
+def show_frames(frames: np.ndarray, *, n: int | None = None,
+                title: str = "A short video: one frame per time step") -> Figure:
+    """The frames of a (T, H, W) clip side by side, each labelled with its time step."""
+    frames = np.asarray(frames)
+    T = len(frames)
+    n = min(n or T, T)
+    idx = np.linspace(0, T - 1, n).round().astype(int)
+    fig, axes = plt.subplots(1, n, figsize=(min(1.1 * n, 9.0), 1.7), dpi=DPI, squeeze=False,
+                             layout="constrained")
+    for ax, t in zip(axes[0], idx, strict=True):
+        ax.imshow(frames[t], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"t = {t}", fontsize="small")
+    axes[0, 0].set_ylabel("pixels (H x W)", fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def time_series(series: Mapping[str, np.ndarray] | np.ndarray, *, xlabel: str = "time step t",
+                ylabel: str = "value", title: str = "A time series",
+                ax: Axes | None = None) -> Figure:
+    """One or more 1-D series against time (a dict gives a legend)."""
+    fig, ax = _axes(ax)
+    if not isinstance(series, Mapping):
+        series = {"": np.asarray(series)}
+    for label, y in series.items():
+        ax.plot(np.arange(len(y)), y, label=label or None, lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if any(series):
+        ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def forecast(actual: np.ndarray, predicted: Mapping[str, np.ndarray], *, start: int = 0,
+             xlabel: str = "time step t", ylabel: str = "value",
+             title: str = "One-step-ahead forecast", ax: Axes | None = None) -> Figure:
+    """The actual series (dots) against one or more forecasts (lines)."""
+    fig, ax = _axes(ax)
+    t = start + np.arange(len(actual))
+    ax.plot(t, actual, ".", ms=3, color="black", label="actual")
+    for label, y in predicted.items():
+        ax.plot(start + np.arange(len(y)), y, label=label, lw=1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def bar_chart(values: Mapping[str, float], *, ylabel: str, title: str, xlabel: str = "",
+              fmt: str = "{:.3g}", logy: bool = False, ax: Axes | None = None) -> Figure:
+    """Labelled bars with their values written on top (e.g. time per backend)."""
+    fig, ax = _axes(ax)
+    names = list(values)
+    heights = [float(values[k]) for k in names]
+    bars = ax.bar(names, heights, color=[f"C{j}" for j in range(len(names))])
+    for bar, v in zip(bars, heights, strict=True):
+        ax.annotate(fmt.format(v), (bar.get_x() + bar.get_width() / 2, v), ha="center",
+                    va="bottom", fontsize="small")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _finish(fig)
+
+
+# ==================================================================== lessons 04-06 plots
+
+
+# ==================================================================== lessons 07-09 plots
