@@ -46,13 +46,17 @@ def _check_state(name: str, s, expected: tuple[int, ...], like: torch.Tensor) ->
                         f"got ({s.dtype}, {s.device})")
 
 
-class _Recurrent:
-    """What RNN and LSTM share: layer/direction loop, batch_first, unbatched input, dropout."""
-
-    _kind: str  # "lstm" or "rnn"
+class _ShowsBackend:
+    """Adds ``backend=...`` to the module's printed form."""
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", backend={self.backend!r}"
+
+
+class _Recurrent(_ShowsBackend):
+    """What RNN and LSTM share: layer/direction loop, batch_first, unbatched input, dropout."""
+
+    _kind: str  # "lstm" or "rnn"
 
     def _torch_does_it(self, input) -> bool:
         """torch's own forward: when asked for, or for a PackedSequence under "auto"."""
@@ -203,7 +207,7 @@ def _cell_state(name, s, x, hidden_size, batched):
     return s
 
 
-class LSTMCell(nn.LSTMCell):
+class LSTMCell(_ShowsBackend, nn.LSTMCell):
     """One LSTM step with ``torch.nn.LSTMCell``'s signature plus ``backend``.
 
     forward(input, hx=None) -> (h_1, c_1); input: (N, input_size) or (input_size,).
@@ -213,9 +217,6 @@ class LSTMCell(nn.LSTMCell):
                  backend: str = "auto", device=None, dtype=None) -> None:
         super().__init__(input_size, hidden_size, bias=bias, device=device, dtype=dtype)
         self.backend = check_backend(backend)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", backend={self.backend!r}"
 
     def forward(self, input, hx=None):
         if self.backend == "torch":
@@ -230,7 +231,7 @@ class LSTMCell(nn.LSTMCell):
         return (h, c) if input.dim() == 2 else (h[0], c[0])
 
 
-class RNNCell(nn.RNNCell):
+class RNNCell(_ShowsBackend, nn.RNNCell):
     """One tanh RNN step with ``torch.nn.RNNCell``'s signature plus ``backend``.
 
     forward(input, hx=None) -> h_1; input: (N, input_size) or (input_size,).
@@ -244,9 +245,6 @@ class RNNCell(nn.RNNCell):
         self.backend = check_backend(backend)
         if nonlinearity != "tanh" and backend != "torch":
             raise ValueError(f"nonlinearity={nonlinearity!r} is only available with backend='torch'")
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", backend={self.backend!r}"
 
     def forward(self, input, hx=None):
         if self.backend == "torch":
