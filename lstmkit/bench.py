@@ -145,6 +145,61 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
             "rows": [asdict(r) for r in rows]}
 
 
+_MEMORY_SCRIPT = """
+import resource, sys, torch
+import lstmkit.nn as lnn
+backend, T, B, H = sys.argv[1], *map(int, sys.argv[2:5])
+torch.manual_seed(0)
+m = torch.nn.LSTM(H, H) if backend == "torch" else lnn.LSTM(H, H, backend=backend)
+warm = torch.randn(2, B, H, requires_grad=True)
+m(warm)[0].sum().backward()  # compile / create primitives before the baseline is read
+x = torch.randn(T, B, H, requires_grad=True)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+m(x)[0].sum().backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024)
+"""
+
+
+def training_memory_mb(backend: str, T: int = 1000, B: int = 16, H: int = 128) -> float:
+    """Growth of peak resident memory (MiB) for one training step, in a fresh process.
+
+    The baseline is read after imports and a warm-up step, so what remains is the step's own
+    activations and gradients: what a backend stores for backward.
+    """
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, backend, str(T), str(B), str(H)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+_COMPILE_SCRIPT = """
+import time
+start = time.perf_counter()
+import numpy as np
+from lstmkit.kernels import cpu
+for dt in (np.float32, np.float64):
+    a = [np.ones(s, dt) for s in [(2, 1, 3), (1, 4), (1, 4), (16, 3), (16, 4)]]
+    cpu.lstm_backward(None, None, None, cpu.lstm_forward(*a)[-1])
+    cpu.rnn_backward(None, None, cpu.rnn_forward(a[0], a[1], a[3][:4], a[4][:4])[-1])
+print(time.perf_counter() - start)
+"""
+
+
+def compile_seconds() -> dict[str, float]:
+    """Import plus first call of all eight CPU kernels (LSTM/RNN, forward/backward, float32/64):
+    once with an empty Numba cache (a new environment), once more from the cache it left."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        run_once = lambda: float(subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT], env=env,
+                                                capture_output=True, text=True, check=True).stdout)
+        return {"cold_s": round(run_once(), 2), "cached_s": round(run_once(), 2)}
+
+
 def format_table(result: dict) -> str:
     m = result["machine"]
     lines = [f"SGEMM peak {m['sgemm_peak_gflops']} GFLOP/s; torch threads {m['torch_threads']}; "
@@ -157,6 +212,15 @@ def format_table(result: dict) -> str:
         lines.append(f"{r['mode']:<8}{r['batch']:>6}{r['hidden']:>7}  {r['backend']:<7}"
                      f"{r['median_ms']:>10.3f}{r['gflops']:>9.1f}{r['torch_ms']:>10.3f}"
                      f"{r['speedup_vs_torch']:>11.2f}{r['frac_of_sgemm_peak']:>9.2f}")
+    if "memory_mb" in result:
+        mem = result["memory_mb"]
+        per_backend = ", ".join(f"{b} {v:.1f} MiB" for b, v in mem["backends"].items())
+        lines.append(f"training-step memory (T={mem['seq_len']}, B={mem['batch']}, H={mem['hidden']}), "
+                     f"growth of peak RSS: {per_backend}")
+    if "compile" in result:
+        c = result["compile"]
+        lines.append(f"CPU kernels, import + first call: {c['cold_s']:.1f} s with an empty Numba cache, "
+                     f"{c['cached_s']:.2f} s from the cache")
     return "\n".join(lines)
 
 
@@ -172,6 +236,8 @@ def add_arguments(p) -> None:
                    help="forward (inference) and/or train (forward + backward); default both")
     p.add_argument("--reps", type=int, default=7, help="timed repetitions per point (median reported)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
+    p.add_argument("--no-extras", action="store_true",
+                   help="skip the memory (T=1000) and compile-time measurements (skipped with --quick too)")
 
 
 def main(args) -> int:
@@ -180,6 +246,11 @@ def main(args) -> int:
     result = run(backends=tuple(args.backend or ["numba"]), batches=batches, hiddens=hiddens,
                  seq_len=args.seq_len, modes=tuple(args.mode or ["forward", "train"]),
                  reps=3 if args.quick else args.reps, progress=sys.stderr.isatty())
+    if not (args.quick or args.no_extras):
+        cpu_backends = [b for b in (args.backend or ["numba"]) if b != "cuda"]
+        result["memory_mb"] = {"seq_len": 1000, "batch": 16, "hidden": 128, "backends": {
+            b: round(training_memory_mb(b), 1) for b in [*cpu_backends, "torch"]}}
+        result["compile"] = compile_seconds()
     if args.json == "-":
         print(json.dumps(result, indent=1))
     else:

@@ -32,3 +32,11 @@ def test_quick_bench_json_has_every_field():
 def test_flop_formula():
     assert lstm_flops(10, 2, 3, 4, "forward") == 10 * 2 * 2 * 16 * 7
     assert lstm_flops(10, 2, 3, 4, "train") == 3 * lstm_flops(10, 2, 3, 4, "forward")
+
+
+def test_training_memory_is_measured_in_a_fresh_process():
+    from lstmkit.bench import training_memory_mb
+
+    small = training_memory_mb("numba", T=20, B=4, H=16)
+    large = training_memory_mb("numba", T=2000, B=16, H=64)
+    assert small >= 0 and large > small  # activations for 2000 steps show up in the peak
