@@ -309,5 +309,638 @@ def moving_shape_clip(T: int = 12, size: int = 24, *, square: int = 5, seed: int
 
 # ================================================================ lessons 04-06 data sets
 
+__all__ += ["windowed_parity", "CLOZE_ANSWERS", "CLOZE_CUES", "cloze_vocabulary", "cloze_task", "TAGS",
+            "AMBIGUOUS_WORDS", "tagging_vocabulary", "tagged_sentences", "MOTIONS", "motion_clips",
+            "DIGIT_FONT", "glyph", "moving_glyphs", "copy_last_frame_mse"]
+
+
+# ---------------------------------------------------------------- lesson 04: windowed parity
+
+
+def windowed_parity(n: int, T: int = 40, *, window: int = 3, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Random bits in, the parity (XOR) of the last ``window`` bits out, at every step.
+
+    A many-to-many task that needs a computation on top of a memory: the network must keep
+    the last ``window`` bits and combine them with XOR, a function no single weighted sum
+    can express. Used in lesson 04 to compare one, two and three stacked LSTM layers.
+
+    Returns ``x: (n, T, 1) float32`` (bits 0.0 / 1.0) and ``y: (n, T) int64``, where
+    ``y[:, t]`` is the parity of ``x[:, max(0, t - window + 1) : t + 1]``.
+
+    Baseline: the bits are fair coin flips, so every target is 0 or 1 with probability 1/2
+    whatever came before, and a model that does not compute the parity scores 1/2 per step.
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    bits = _rng(seed).integers(0, 2, (n, T))
+    csum = np.cumsum(bits, axis=1)
+    shifted = np.zeros_like(csum)
+    shifted[:, window:] = csum[:, :-window] if window < T else 0
+    y = ((csum - shifted) % 2).astype(np.int64)
+    return bits[..., None].astype(np.float32), y
+
+
+# ------------------------------------------------------------------ lesson 05: cloze task
+
+#: Words of ``cloze_task``: the answers (what fills the blank), their cues, and the rest.
+CLOZE_ANSWERS = ("school", "work", "church", "hospital")
+CLOZE_CUES = ("pupils", "office", "choir", "patients")
+CLOZE_FILLERS = ("they", "go", "to", "and", "come", "out", "of", "the", "every", "day",
+                 "with", "many", "later")
+CLOZE_BLANK = "____"
+
+
+def cloze_vocabulary() -> list[str]:
+    """The words behind ``cloze_task``'s token ids: fillers, then cues, then the blank."""
+    return [*CLOZE_FILLERS, *CLOZE_CUES, CLOZE_BLANK]
+
+
+def cloze_task(n: int, T: int = 24, *, distance: int | tuple[int, int] = 4, seed: int = 0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fill in the blank from a word that comes *later*: "they go to ____ ... pupils ...".
+
+    Each sequence is T filler words with one blank at a random position p and one cue word at
+    p + d, d = ``distance`` steps later (an int, or a range (lo, hi) with d drawn uniformly
+    from lo .. hi inclusive). The cue decides the answer: cue k ("pupils", "office", ...)
+    means answer k ("school", "work", ...). Nothing before the blank says anything about it.
+
+    Token ids: fillers 0 .. 12, cues 13 .. 16, the blank 17 (``cloze_vocabulary``), V = 18.
+
+    Returns ``tokens: (n, T) int64``, ``blank: (n,) int64`` (the blank's position p) and
+    ``y: (n,) int64`` (the answer, 0 .. 3, ``CLOZE_ANSWERS``).
+
+    Baseline: answers are uniform and independent of everything up to the blank, so a model
+    that reads only the past (a unidirectional LSTM answering at the blank) scores chance,
+    1/4. A model that sees d steps ahead can score 1.
+    """
+    lo, hi = (distance, distance) if isinstance(distance, int) else distance
+    if not 1 <= lo <= hi <= T - 1:
+        raise ValueError(f"distance must lie in 1 .. T - 1 = {T - 1}, got {distance!r}")
+    rng = _rng(seed)
+    n_fill, n_cue = len(CLOZE_FILLERS), len(CLOZE_CUES)
+    tokens = rng.integers(0, n_fill, (n, T))
+    d = rng.integers(lo, hi + 1, n)
+    blank = (rng.random(n) * (T - d)).astype(np.int64)  # p in 0 .. T - 1 - d
+    y = rng.integers(0, n_cue, n).astype(np.int64)
+    rows = np.arange(n)
+    tokens[rows, blank] = n_fill + n_cue
+    tokens[rows, blank + d] = n_fill + y
+    return tokens.astype(np.int64), blank, y
+
+
+# ----------------------------------------------------- lesson 05: tagged sentences
+
+#: Part-of-speech tags of ``tagged_sentences``, in label order.
+TAGS = ("DET", "ADJ", "NOUN", "VERB")
+_DETS = ("the", "a", "every")
+_ADJS = ("old", "small", "red", "quiet")
+_NOUNS = ("dog", "boat", "child", "river")
+_VERBS = ("sees", "stops", "likes", "shines")
+#: Words that are an adjective before a noun and a noun before a verb ("the light boat" /
+#: "the light shines"): only the next word tells which.
+AMBIGUOUS_WORDS = ("light", "fast", "cold", "round")
+_PAD = "<pad>"
+
+
+def tagging_vocabulary() -> list[str]:
+    """The words behind ``tagged_sentences``'s token ids (id 0 is the padding)."""
+    return [_PAD, *_DETS, *_ADJS, *_NOUNS, *_VERBS, *AMBIGUOUS_WORDS]
+
+
+def tagged_sentences(n: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sentences from a small grammar with a part-of-speech tag per word.
+
+    Grammar: S -> NP VERB [NP];  NP -> DET ADJ{0..2} NOUN. An adjective or a noun is one of
+    ``AMBIGUOUS_WORDS`` with probability 1/2 (1/3 in object noun phrases too), and such a word
+    is tagged ADJ when another adjective or a noun follows and NOUN when a verb or the end
+    follows: its tag depends on the next word, never on the past.
+
+    Returns ``tokens: (n, 12) int64`` (ids into ``tagging_vocabulary``, 0 = padding after the
+    sentence), ``tags: (n, 12) int64`` (index into ``TAGS``, -1 at padding, the
+    ``ignore_index`` of ``F.cross_entropy``) and ``ambiguous: (n, 12) bool`` (where the word
+    is one of ``AMBIGUOUS_WORDS``).
+
+    Baseline: on the unambiguous words the tag follows from the word alone (accuracy 1); on
+    the ambiguous ones a model that reads only the past can do no better than guess from the
+    left context, about 0.67 (measured on 20,000 sentences in the tests: the majority tag
+    given the number of words since the determiner); a model that also reads the next word
+    can reach 1.
+    """
+    rng = _rng(seed)
+    vocab = {w: i for i, w in enumerate(tagging_vocabulary())}
+    L = 12
+    tokens = np.zeros((n, L), dtype=np.int64)
+    tags = np.full((n, L), -1, dtype=np.int64)
+
+    def pick(words):
+        return words[int(rng.integers(len(words)))]
+
+    for s in range(n):
+        sent: list[tuple[str, int]] = []
+        for role in ("subject", "object"):
+            if role == "object":
+                sent.append((pick(_VERBS), 3))
+                if rng.random() < 0.5:
+                    break
+            sent.append((pick(_DETS), 0))
+            for _ in range(int(rng.integers(0, 3))):
+                sent.append((pick(AMBIGUOUS_WORDS) if rng.random() < 0.5 else pick(_ADJS), 1))
+            sent.append((pick(AMBIGUOUS_WORDS) if rng.random() < 0.5 else pick(_NOUNS), 2))
+        for t, (word, tag) in enumerate(sent):
+            tokens[s, t] = vocab[word]
+            tags[s, t] = tag
+    ambiguous = np.isin(tokens, [vocab[w] for w in AMBIGUOUS_WORDS])
+    return tokens, tags, ambiguous
+
+
+# ------------------------------------------------- lesson 06: motion clips and glyphs
+
+#: Directions of ``motion_clips``, in label order, as (row, column) steps per frame.
+MOTIONS = ("up", "down", "left", "right")
+_MOTION_STEPS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def motion_clips(n: int, T: int = 8, size: int = 16, *, blob: int = 3, speed: int = 1,
+                 noise: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Short clips of a square moving in a straight line: classify the direction.
+
+    A ``blob`` x ``blob`` square of brightness 1 starts at a uniformly random position and
+    moves ``speed`` pixels per frame up, down, left or right (``MOTIONS``). The frame wraps
+    around like a torus (a square leaving on the right comes back on the left), so the square's
+    position in any single frame is uniform whatever the direction. Gaussian noise of standard
+    deviation ``noise`` is added to every pixel.
+
+    Returns ``x: (n, T, 1, size, size) float32`` (batch, time, channel, height, width, the
+    layout of a batch-first ConvLSTM) and ``y: (n,) int64`` in {0, 1, 2, 3}.
+
+    Baseline: the four directions are equally likely and every single frame is independent of
+    the direction, so a model that sees one frame (any one) scores 1/4; the direction is only
+    in the change from frame to frame.
+    """
+    if not 1 <= blob < size:
+        raise ValueError(f"blob must be between 1 and size - 1, got {blob} for size {size}")
+    rng = _rng(seed)
+    y = rng.integers(0, len(MOTIONS), n).astype(np.int64)
+    start = rng.integers(0, size, (n, 2))
+    x = noise * rng.standard_normal((n, T, 1, size, size))
+    square = np.zeros((size, size))
+    square[:blob, :blob] = 1.0
+    for s in range(n):
+        dr, dc = _MOTION_STEPS[y[s]]
+        for t in range(T):
+            shift = (start[s, 0] + dr * speed * t, start[s, 1] + dc * speed * t)
+            x[s, t, 0] += np.roll(square, shift, axis=(0, 1))
+    return x.astype(np.float32), y
+
+
+#: A 5 x 7 bitmap font for the digits 0-9, drawn for this project ("#" = ink).
+DIGIT_FONT = {
+    "0": (" ### ", "#   #", "#  ##", "# # #", "##  #", "#   #", " ### "),
+    "1": ("  #  ", " ##  ", "  #  ", "  #  ", "  #  ", "  #  ", " ### "),
+    "2": (" ### ", "#   #", "    #", "   # ", "  #  ", " #   ", "#####"),
+    "3": ("#####", "   # ", "  #  ", "   # ", "    #", "#   #", " ### "),
+    "4": ("   # ", "  ## ", " # # ", "#  # ", "#####", "   # ", "   # "),
+    "5": ("#####", "#    ", "#### ", "    #", "    #", "#   #", " ### "),
+    "6": ("  ## ", " #   ", "#    ", "#### ", "#   #", "#   #", " ### "),
+    "7": ("#####", "    #", "   # ", "  #  ", " #   ", " #   ", " #   "),
+    "8": (" ### ", "#   #", "#   #", " ### ", "#   #", "#   #", " ### "),
+    "9": (" ### ", "#   #", "#   #", " ####", "    #", "   # ", " ##  "),
+}
+
+
+def glyph(char: str, scale: int = 1) -> np.ndarray:
+    """The bitmap of one digit from ``DIGIT_FONT``: ``(7 scale, 5 scale) float32`` of 0 / 1."""
+    rows = DIGIT_FONT[char]
+    bitmap = np.array([[ch == "#" for ch in row] for row in rows], dtype=np.float32)
+    return np.kron(bitmap, np.ones((scale, scale), dtype=np.float32))
+
+
+def moving_glyphs(n: int, T: int = 10, size: int = 32, *, n_glyphs: int = 1, scale: int = 2,
+                  max_speed: int = 2, seed: int = 0) -> np.ndarray:
+    """A Moving-MNIST-like data set: digits from ``DIGIT_FONT`` bouncing in a square frame.
+
+    Each clip shows ``n_glyphs`` random digits, each ``glyph(d, scale)`` (14 x 10 pixels at
+    scale 2), starting at a random position with a random velocity of 1 .. ``max_speed``
+    pixels per frame in each direction (random signs); a digit bounces off the walls.
+    Overlapping digits combine by maximum, so pixels stay in [0, 1].
+
+    Returns ``frames: (n, T, 1, size, size) float32`` (batch, time, channel, height, width).
+
+    Baseline for next-frame prediction: copy the last frame (``copy_last_frame_mse``). Its
+    error is the pixels that changed; a model must beat it to have learned any motion.
+    """
+    rng = _rng(seed)
+    h, w = 7 * scale, 5 * scale
+    if h >= size or w >= size:
+        raise ValueError(f"glyphs of {h} x {w} pixels do not fit a {size} x {size} frame")
+    frames = np.zeros((n, T, 1, size, size), dtype=np.float32)
+    for s in range(n):
+        for _ in range(n_glyphs):
+            g = glyph(str(int(rng.integers(10))), scale)
+            pos = np.array([rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)])
+            vel = rng.integers(1, max_speed + 1, 2) * rng.choice([-1, 1], 2)
+            top = np.array([size - h, size - w])
+            for t in range(T):
+                r, c = pos
+                np.maximum(frames[s, t, 0, r:r + h, c:c + w], g, out=frames[s, t, 0, r:r + h, c:c + w])
+                nxt = pos + vel
+                for k in range(2):
+                    if nxt[k] < 0 or nxt[k] > top[k]:  # bounce off the wall
+                        vel[k] = -vel[k]
+                        nxt[k] = pos[k] + vel[k]
+                pos = nxt
+    return frames
+
+
+def copy_last_frame_mse(frames: np.ndarray) -> float:
+    """MSE of predicting every frame t >= 1 of ``frames: (n, T, ...)`` by frame t - 1."""
+    frames = np.asarray(frames, dtype=np.float64)
+    return float(np.mean((frames[:, 1:] - frames[:, :-1]) ** 2))
+
 
 # ================================================================ lessons 07-08 data sets
+
+__all__ += [
+    "CORPORA",
+    "load_corpus",
+    "corpus_split",
+    "char_windows",
+    "unigram_perplexity",
+    "DATE_PAD",
+    "DATE_START",
+    "DATE_TARGET_LEN",
+    "date_pairs",
+    "date_vocabularies",
+    "encode_dates",
+    "decode_dates",
+]
+
+# ----------------------------------------------------- lesson 07: a text corpus, dates
+
+#: The texts shipped in ``lstmkit/assets`` (see its README.md for sources and licences).
+CORPORA = {"genesis": "genesis_kjv.txt"}
+
+
+def load_corpus(name: str = "genesis") -> str:
+    """A public-domain text shipped with the package, read with ``importlib.resources``.
+
+    "genesis": the Book of Genesis in the King James Version (1611), one verse per line as
+    ``chapter:verse text`` (205,331 characters, 1,533 lines, 70 distinct characters).
+    """
+    from importlib import resources
+
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; available: {', '.join(CORPORA)}")
+    return resources.files("lstmkit").joinpath("assets", CORPORA[name]).read_text(encoding="utf-8")
+
+
+def corpus_split(text: str, test_fraction: float = 0.1) -> tuple[str, str]:
+    """Split a text into a training part and a held-out end, cut at a line break.
+
+    Returns ``(train, test)`` with ``train + test == text``; the test part is the last
+    ``test_fraction`` of the text, moved forward to the start of a line.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    cut = int(len(text) * (1 - test_fraction))
+    newline = text.find("\n", cut)
+    cut = cut if newline < 0 else newline + 1
+    return text[:cut], text[cut:]
+
+
+def char_windows(ids: np.ndarray, n: int, length: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random windows of a token sequence for next-token prediction.
+
+    ids: (L,) int token ids (e.g. from ``encode_text``). Returns ``x, y: (n, length) int64``
+    where y is x shifted one step ahead: ``y[k, t]`` is the token that follows ``x[k, t]``.
+
+    Baseline: a model that ignores the context and predicts the characters' frequencies
+    scores the unigram perplexity (``unigram_perplexity``, about 23 for ``load_corpus()``);
+    guessing uniformly over V characters scores V.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if length < 1 or len(ids) < length + 1:
+        raise ValueError(f"need 1 <= length < len(ids), got length={length} for {len(ids)} ids")
+    starts = _rng(seed).integers(0, len(ids) - length, n)
+    idx = starts[:, None] + np.arange(length)[None, :]
+    return ids[idx], ids[idx + 1]
+
+
+def unigram_perplexity(train_ids: np.ndarray, test_ids: np.ndarray, vocab_size: int) -> float:
+    """Perplexity on ``test_ids`` of the context-free model p(c) = frequency of c in ``train_ids``.
+
+    Add-one smoothing, so unseen characters get a small probability. Perplexity is
+    exp(mean negative log-likelihood per character): the number of equally likely choices a
+    model is as unsure as. A language model has to beat this number to have learnt anything
+    beyond letter frequencies.
+    """
+    counts = np.bincount(np.asarray(train_ids), minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(np.exp(-logp[np.asarray(test_ids)].mean()))
+
+
+#: Padding id of both date vocabularies (index 0), and the decoder's start token.
+DATE_PAD, DATE_START = "_", "^"
+#: Length of an ISO date, YYYY-MM-DD: the decoder always writes this many characters.
+DATE_TARGET_LEN = 10
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December")
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _ordinal(d: int) -> str:
+    suffix = "th" if 11 <= d % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(d % 10, "th")
+    return f"{d}{suffix}"
+
+
+_DATE_FORMATS = (
+    lambda d, m, y, w: f"{d} {_MONTHS[m]} {y}",               # 3 March 1987
+    lambda d, m, y, w: f"{_MONTHS[m]} {d}, {y}",              # March 3, 1987
+    lambda d, m, y, w: f"{d} {_MONTHS[m][:3]} {y}",           # 3 Mar 1987
+    lambda d, m, y, w: f"{_MONTHS[m][:3].lower()} {d} {y}",   # mar 3 1987
+    lambda d, m, y, w: f"{_WEEKDAYS[w]}, {_MONTHS[m]} {d}, {y}",  # Tuesday, March 3, 1987
+    lambda d, m, y, w: f"the {_ordinal(d)} of {_MONTHS[m]} {y}",  # the 3rd of March 1987
+    lambda d, m, y, w: f"{d:02d}.{m + 1:02d}.{y}",            # 03.03.1987 (day first)
+    lambda d, m, y, w: f"{_MONTHS[m].upper()} {d} {y}",       # MARCH 3 1987
+)
+
+
+def date_pairs(n: int, *, seed: int = 0) -> list[tuple[str, str]]:
+    """Dates written by humans, and their ISO 8601 form: a toy translation task.
+
+    Dates are drawn uniformly from 1950-01-01 to 2049-12-31 and written in one of eight
+    formats, e.g. "3 March 1987", "Tuesday, March 3, 1987", "the 3rd of March 1987",
+    "03.03.1987" (day first). Returns a list of n ``(human, iso)`` pairs, iso = "1987-03-03".
+
+    Baseline: the target has 10 characters; always answering the most common date of the
+    training set is right for about 1 date in 36,500, so exact-match accuracy starts at 0.
+    """
+    import datetime
+
+    rng = _rng(seed)
+    first = datetime.date(1950, 1, 1).toordinal()
+    last = datetime.date(2049, 12, 31).toordinal()
+    days = rng.integers(first, last + 1, n)
+    fmts = rng.integers(0, len(_DATE_FORMATS), n)
+    pairs = []
+    for day, k in zip(days, fmts, strict=True):
+        d = datetime.date.fromordinal(int(day))
+        pairs.append((_DATE_FORMATS[k](d.day, d.month - 1, d.year, d.weekday()), d.isoformat()))
+    return pairs
+
+
+def date_vocabularies() -> tuple[list[str], list[str]]:
+    """(source, target) vocabularies of ``encode_dates``: lists of characters, index = token id.
+
+    Both start with the padding character ``DATE_PAD`` (id 0); the target vocabulary has the
+    start token ``DATE_START`` (id 1), then "-" and the digits.
+    """
+    chars = set("0123456789 ,.")
+    for m in _MONTHS + _WEEKDAYS:
+        chars |= set(m) | set(m.lower()) | set(m.upper())
+    chars |= set("thestndrdof")
+    return [DATE_PAD, *sorted(chars)], [DATE_PAD, DATE_START, "-", *"0123456789"]
+
+
+def encode_dates(pairs: list[tuple[str, str]], *, src_len: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids for ``date_pairs``: returns ``src: (n, src_len)`` and ``tgt: (n, 11)``, int64.
+
+    The source is left-padded with id 0, so every sentence ends at the encoder's last step.
+    The target is the start token followed by the 10 characters of the ISO date: feed
+    ``tgt[:, :-1]`` to the decoder and predict ``tgt[:, 1:]`` (teacher forcing).
+    """
+    src_vocab, tgt_vocab = date_vocabularies()
+    s_index = {c: i for i, c in enumerate(src_vocab)}
+    t_index = {c: i for i, c in enumerate(tgt_vocab)}
+    src = np.zeros((len(pairs), src_len), dtype=np.int64)
+    tgt = np.zeros((len(pairs), DATE_TARGET_LEN + 1), dtype=np.int64)
+    for r, (human, iso) in enumerate(pairs):
+        if len(human) > src_len:
+            raise ValueError(f"{human!r} is longer than src_len={src_len}")
+        src[r, src_len - len(human):] = [s_index[c] for c in human]
+        tgt[r] = [t_index[DATE_START], *(t_index[c] for c in iso)]
+    return src, tgt
+
+
+def decode_dates(ids: np.ndarray) -> list[str]:
+    """Target token ids (n, L) back to strings (the start token and padding dropped)."""
+    _, tgt_vocab = date_vocabularies()
+    skip = {0, 1}
+    return ["".join(tgt_vocab[int(i)] for i in row if int(i) not in skip) for row in np.atleast_2d(ids)]
+
+__all__ += [
+    "MELODY_REST",
+    "MELODY_HOLD",
+    "MELODY_PITCHES",
+    "MELODY_STEPS_PER_BAR",
+    "melody_token_names",
+    "melodies",
+    "melody_notes",
+    "synthesize_melody",
+    "SCENE_COLORS",
+    "SCENE_SHAPES",
+    "CAPTION_LEN",
+    "caption_vocabulary",
+    "captioned_scenes",
+    "decode_captions",
+]
+
+# -------------------------------------------------------------------- lesson 08: melodies
+
+#: Token ids of a melody grid: a rest, "hold the previous note", then one id per pitch.
+MELODY_REST, MELODY_HOLD = 0, 1
+#: The pitches (MIDI note numbers) of ``melodies``: two octaves of C major, C4 (60) to C6 (84).
+MELODY_PITCHES = (60, 62, 64, 65, 67, 69, 71, 72, 74, 76, 77, 79, 81, 83, 84)
+#: A melody is a grid of eighth notes: 8 steps per bar of 4/4.
+MELODY_STEPS_PER_BAR = 8
+_NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+# Rhythms of one bar, in eighth notes; the last bar of a phrase uses _CADENCES.
+_RHYTHMS = ((2, 2, 2, 2), (1, 1, 2, 2, 2), (2, 1, 1, 2, 2), (2, 2, 1, 1, 2), (4, 2, 2), (2, 2, 4),
+            (3, 1, 2, 2), (1, 1, 1, 1, 2, 2))
+_CADENCES = ((2, 2, 4), (4, 4), (2, 6), (8,))
+# Melodic motion in scale degrees, and how likely each is.
+_STEPS = (-2, -1, 1, 2, 0, 3, -3, 4)
+_STEP_P = (0.12, 0.22, 0.22, 0.12, 0.14, 0.08, 0.06, 0.04)
+
+
+def melody_token_names() -> list[str]:
+    """Names of the melody tokens, index = id: "rest", "hold", then "C4", "D4", ..., "C6"."""
+    return ["rest", "hold", *(f"{_NOTE_NAMES[p % 12]}{p // 12 - 1}" for p in MELODY_PITCHES)]
+
+
+def _phrase(rng, bars: int, start: int) -> list[int]:
+    """One phrase as scale degrees (index into MELODY_PITCHES) per eighth note, -1 = hold/rest."""
+    grid: list[int] = []
+    deg = start
+    for bar in range(bars):
+        last = bar == bars - 1
+        rhythm = _CADENCES[rng.integers(len(_CADENCES))] if last else _RHYTHMS[rng.integers(len(_RHYTHMS))]
+        for k, dur in enumerate(rhythm):
+            if last and k == len(rhythm) - 1:
+                deg = 7 * int(round(deg / 7))  # end on the nearest tonic: C4, C5 or C6
+            else:
+                step = _STEPS[rng.choice(len(_STEPS), p=_STEP_P)]  # mostly steps, a few leaps
+                deg = int(np.clip(deg + step, 0, len(MELODY_PITCHES) - 1))
+            grid.append(deg)
+            grid.extend([-1] * (dur - 1))
+    return grid
+
+
+def melodies(n: int, *, bars: int = 8, seed: int = 0) -> np.ndarray:
+    """Melodies from a simple grammar: AABA' form, stepwise motion, cadences on the tonic.
+
+    Each melody has ``bars`` bars of 4/4 (a multiple of 4) on a grid of eighth notes: phrase A
+    (bars/4 bars) is drawn as a random walk on the C major scale (mostly steps of one or two
+    scale degrees) with rhythms from a small set of one-bar patterns, ending on a long tonic;
+    then A again, a new phrase B, and A once more with its last bar redrawn (A').
+
+    Returns ``tokens: (n, bars * 8) int64``: ``MELODY_REST`` (0), ``MELODY_HOLD`` (1: the note
+    before goes on) or 2 + k for pitch ``MELODY_PITCHES[k]`` (``melody_token_names`` names them).
+    A note is one pitch token followed by its hold tokens.
+
+    Baseline for next-token prediction: token frequencies (``unigram_perplexity``) score a
+    perplexity of about 5.6; bars 3-4 and bar 7 (24 of the 64 steps) repeat bars 1-2 and
+    bar 1 exactly, which a model with a memory can learn to use.
+    """
+    if bars < 4 or bars % 4:
+        raise ValueError(f"bars must be a positive multiple of 4, got {bars}")
+    rng = _rng(seed)
+    pb = bars // 4
+    out = np.empty((n, bars * MELODY_STEPS_PER_BAR), dtype=np.int64)
+    for r in range(n):
+        a = _phrase(rng, pb, int(rng.integers(2, 10)))
+        b = _phrase(rng, pb, int(rng.integers(4, 12)))
+        a_end = _phrase(rng, 1, a[-MELODY_STEPS_PER_BAR * 2] if a[-MELODY_STEPS_PER_BAR * 2] >= 0 else 4)
+        grid = a + a + b + a[:-MELODY_STEPS_PER_BAR] + a_end
+        out[r] = [MELODY_HOLD if d < 0 else 2 + d for d in grid]
+    return out
+
+
+def melody_notes(tokens) -> list[tuple[int | None, int, int]]:
+    """A token grid (T,) as notes: a list of ``(midi_pitch or None for a rest, start, steps)``."""
+    notes: list[list] = []
+    for t, tok in enumerate(np.asarray(tokens).tolist()):
+        if tok == MELODY_HOLD and notes:
+            notes[-1][2] += 1
+        elif tok == MELODY_HOLD or tok == MELODY_REST:
+            notes.append([None, t, 1])
+        else:
+            notes.append([MELODY_PITCHES[tok - 2], t, 1])
+    return [tuple(x) for x in notes]
+
+
+def synthesize_melody(tokens, *, rate: int = 8000, step_seconds: float = 0.15) -> np.ndarray:
+    """A token grid as audio: one decaying sine (plus a soft octave) per note; no synthesiser.
+
+    Returns ``wave: (T * step_seconds * rate,) float32`` in [-1, 1]; play it in a notebook
+    with ``IPython.display.Audio(wave, rate=rate)``. Rests are silent.
+    """
+    steps = len(np.asarray(tokens))
+    step = int(round(step_seconds * rate))
+    wave = np.zeros(steps * step, dtype=np.float64)
+    for pitch, start, dur in melody_notes(tokens):
+        if pitch is None:
+            continue
+        n = dur * step
+        t = np.arange(n) / rate
+        f = 440.0 * 2 ** ((pitch - 69) / 12)
+        env = np.exp(-3.0 * t) * np.minimum(1.0, np.arange(n) / (0.01 * rate))  # attack, decay
+        env *= np.minimum(1.0, (n - np.arange(n)) / (0.02 * rate))  # release: no clicks
+        tone = np.sin(2 * np.pi * f * t)
+        if 2 * f < rate / 2:  # a soft octave above, where the sample rate can carry it
+            tone += 0.3 * np.sin(4 * np.pi * f * t)
+        wave[start * step:start * step + n] += env * tone
+    peak = np.abs(wave).max()
+    return (wave / peak * 0.9 if peak > 0 else wave).astype(np.float32)
+
+
+# ------------------------------------------------------- lesson 08: captioned scenes
+
+#: Colours (name -> RGB) and shapes of ``captioned_scenes``.
+SCENE_COLORS = {"red": (0.9, 0.15, 0.1), "green": (0.1, 0.75, 0.2), "blue": (0.15, 0.3, 0.95),
+                "yellow": (0.95, 0.85, 0.1)}
+SCENE_SHAPES = ("circle", "square", "triangle")
+#: Tokens per caption: <start>, up to 8 words, <end> (padded with <pad> after <end>).
+CAPTION_LEN = 10
+
+
+def caption_vocabulary() -> list[str]:
+    """The caption words, index = token id: "<pad>", "<start>", "<end>", then the words."""
+    return ["<pad>", "<start>", "<end>", "a", *SCENE_COLORS, *SCENE_SHAPES, "left", "of", "above"]
+
+
+def _shape_mask(shape: str, size: int, r: int, c: int, s: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    cy, cx = r + (s - 1) / 2, c + (s - 1) / 2
+    if shape == "circle":
+        return (yy - cy) ** 2 + (xx - cx) ** 2 <= (s / 2) ** 2
+    if shape == "square":
+        return (yy >= r) & (yy < r + s) & (xx >= c) & (xx < c + s)
+    # triangle, apex up: the half-width grows linearly from the top row to the bottom row
+    half = (yy - r + 1) / s * (s / 2)
+    return (yy >= r) & (yy < r + s) & (np.abs(xx - cx) <= half)
+
+
+def captioned_scenes(n: int, *, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Small images of two coloured shapes, each with a caption such as "a red circle left of
+    a blue square".
+
+    Two objects (colour from ``SCENE_COLORS``, shape from ``SCENE_SHAPES``, not both the same)
+    of 10 to 13 pixels are placed without overlap on a dark, slightly noisy background. The
+    caption names the left object first with "left of" when they are further apart across
+    than up and down, otherwise the upper object first with "above", so every scene has
+    exactly one correct caption.
+
+    Returns ``images: (n, 3, size, size) float32`` in [0, 1] (channels first, as torch's Conv2d
+    wants) and ``captions: (n, CAPTION_LEN) int64`` token ids (``caption_vocabulary``):
+    <start>, the words, <end>, then <pad>. ``decode_captions`` turns ids back into text.
+
+    Baseline: a caption has 5 free choices (two colours, two shapes, the relation), about
+    1,000 combinations; guessing the most common word at each slot gets every choice right
+    with probability under 1/500.
+    """
+    rng = _rng(seed)
+    vocab = {w: i for i, w in enumerate(caption_vocabulary())}
+    colors = list(SCENE_COLORS)
+    images = (0.08 * rng.random((n, 3, size, size))).astype(np.float32)
+    captions = np.zeros((n, CAPTION_LEN), dtype=np.int64)
+    for k in range(n):
+        while True:
+            objs = [(colors[rng.integers(4)], SCENE_SHAPES[rng.integers(3)], int(rng.integers(10, 14)))
+                    for _ in range(2)]
+            if objs[0][:2] == objs[1][:2]:
+                continue
+            pos = [(int(rng.integers(0, size - s + 1)), int(rng.integers(0, size - s + 1))) for *_, s in objs]
+            (r0, c0), (r1, c1) = pos
+            s0, s1 = objs[0][2], objs[1][2]
+            if r0 + s0 + 1 <= r1 or r1 + s1 + 1 <= r0 or c0 + s0 + 1 <= c1 or c1 + s1 + 1 <= c0:
+                break  # the bounding boxes do not touch
+        centres = [(r + s / 2, c + s / 2) for (r, c), (*_, s) in zip(pos, objs, strict=True)]
+        for (color, shape, s), (r, c) in zip(objs, pos, strict=True):
+            mask = _shape_mask(shape, size, r, c, s)
+            images[k][:, mask] = np.array(SCENE_COLORS[color], dtype=np.float32)[:, None]
+        dy, dx = centres[1][0] - centres[0][0], centres[1][1] - centres[0][1]
+        if abs(dx) >= abs(dy):
+            (a, b), rel = (0, 1) if dx > 0 else (1, 0), ["left", "of"]
+        else:
+            (a, b), rel = (0, 1) if dy > 0 else (1, 0), ["above"]
+        words = ["a", objs[a][0], objs[a][1], *rel, "a", objs[b][0], objs[b][1]]
+        ids = [vocab["<start>"], *(vocab[w] for w in words), vocab["<end>"]]
+        captions[k, :len(ids)] = ids
+    return images, captions
+
+
+def decode_captions(ids) -> list[str]:
+    """Caption token ids (n, L) to text, stopping at <end> and leaving out <start> and <pad>."""
+    vocab = caption_vocabulary()
+    out = []
+    for row in np.atleast_2d(np.asarray(ids)):
+        words = []
+        for i in row.tolist():
+            if vocab[i] == "<end>":
+                break
+            if vocab[i] not in ("<pad>", "<start>"):
+                words.append(vocab[i])
+        out.append(" ".join(words))
+    return out

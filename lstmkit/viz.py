@@ -311,5 +311,202 @@ def bar_chart(values: Mapping[str, float], *, ylabel: str, title: str, xlabel: s
 
 # ==================================================================== lessons 04-06 plots
 
+__all__ += ["curves_at", "frame_grid"]
+
+
+def curves_at(x: Sequence[float], curves: Mapping[str, Sequence[float]], *, xlabel: str,
+              ylabel: str, title: str, baseline: float | None = None,
+              baseline_label: str = "chance", markers: bool = True, logx: bool = False,
+              ax: Axes | None = None) -> Figure:
+    """One line per run, all measured at the same x values (e.g. validation accuracy every 50
+    training steps, or accuracy against a distance), with an optional baseline dashed."""
+    fig, ax = _axes(ax)
+    for (label, values), marker in zip(curves.items(), "osD^v<>p" * 4, strict=False):
+        ax.plot(list(x), list(values), marker=marker if markers else None, ms=4, label=label)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls="--", lw=1, label=f"{baseline_label} ({baseline:.3g})")
+    if logx:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([f"{v:g}" for v in x])
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if curves or baseline is not None:
+        ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def frame_grid(rows: Mapping[str, np.ndarray], *, title: str = "Predicted and true frames",
+               first_step: int = 0, vmax: float = 1.0) -> Figure:
+    """Image grid: one row per entry of ``rows`` (label -> (T, H, W) frames), one column per
+    time step, e.g. ``{"true": ..., "predicted": ..., "copy last frame": ...}``. Columns are
+    labelled ``t = first_step, first_step + 1, ...``; all rows share the grey scale 0 .. vmax."""
+    labels = list(rows)
+    arrays = [np.asarray(rows[k]) for k in labels]
+    T = len(arrays[0])
+    if any(len(a) != T for a in arrays):
+        raise ValueError("every row of frame_grid needs the same number of frames")
+    fig, axes = plt.subplots(len(labels), T, figsize=(min(0.9 * T + 0.8, 9.0), 0.95 * len(labels) + 0.6),
+                             dpi=DPI, squeeze=False, layout="constrained")
+    for r, (label, frames) in enumerate(zip(labels, arrays, strict=True)):
+        for t in range(T):
+            ax = axes[r, t]
+            ax.imshow(frames[t], cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == len(labels) - 1:
+                ax.set_xlabel(f"t = {first_step + t}", fontsize="small")
+        axes[r, 0].set_ylabel(label, fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
 
 # ==================================================================== lessons 07-09 plots
+
+
+def benchmark(result: Mapping, *, mode: str = "forward", batch: int | None = None,
+              title: str | None = None, ax: Axes | None = None) -> Figure:
+    """Time per sequence against hidden size, one line per backend: ``lstmkit.bench.run``'s result.
+
+    result: the dict returned by ``bench.run`` (or read from ``lstmkit bench --json``); mode:
+    "forward" or "train"; batch: one batch size, or None for every batch size in the result
+    (then the line style tells the batch sizes apart). Both axes are logarithmic.
+    """
+    fig, ax = _axes(ax)
+    rows = [r for r in result["rows"] if r["mode"] == mode and (batch is None or r["batch"] == batch)]
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    batches = sorted({r["batch"] for r in rows})
+    styles = ["-", "--", ":", "-."]
+    for k, backend in enumerate(backends):
+        for s, b in enumerate(batches):
+            pts = sorted((r["hidden"], r["median_ms"]) for r in rows
+                         if r["backend"] == backend and r["batch"] == b)
+            if not pts:
+                continue
+            hs, ms = zip(*pts, strict=True)
+            label = backend if len(batches) == 1 else f"{backend}, batch {b}"
+            ax.plot(hs, ms, marker="o", ms=4, ls=styles[s % len(styles)], color=f"C{k}", label=label)
+    hiddens = sorted({r["hidden"] for r in rows})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(hiddens)
+    ax.set_xticklabels([str(h) for h in hiddens])
+    ax.minorticks_off()
+    ax.set_xlabel("hidden size H (input size = H)")
+    ax.set_ylabel("milliseconds per call (median)")
+    T = rows[0]["seq_len"] if rows else "?"
+    what = "forward" if mode == "forward" else "forward + backward"
+    on = f", batch {batches[0]}" if len(batches) == 1 else ""
+    ax.set_title(title or f"LSTM {what}, T = {T}{on}")
+    if rows:
+        ax.legend(fontsize="small")
+    return _finish(fig)
+
+
+def text_activation(text: str, values: Sequence[float], *, width: int = 64, max_lines: int = 8,
+                    title: str = "One hidden unit over the text", label: str = "activation") -> Figure:
+    """Characters on a grid, each cell coloured by the value a hidden unit had at that character.
+
+    text: n characters; values: n numbers (e.g. one unit's h_t, in [-1, 1]). Lines break at
+    the text's newlines (shown as a small arrow) and wrap at ``width`` characters; at most
+    ``max_lines`` rows are drawn. Blue is negative, red positive.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) != len(text):
+        raise ValueError(f"need one value per character: {len(text)} characters, {len(values)} values")
+    rows: list[list[tuple[str, float]]] = [[]]
+    for ch, v in zip(text, values, strict=True):
+        if len(rows[-1]) == width:
+            rows.append([])
+        rows[-1].append(("\u21b5" if ch == "\n" else ch, v))
+        if ch == "\n":
+            rows.append([])
+    rows = [r for r in rows if r][:max_lines]
+    grid = np.full((len(rows), width), np.nan)
+    for r, row in enumerate(rows):
+        grid[r, :len(row)] = [v for _, v in row]
+    m = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
+    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(rows) + 0.9), dpi=DPI, layout="constrained")
+    # a colour scale wider than the data keeps the cells light enough to read the characters
+    im = ax.imshow(grid, cmap="RdBu_r", vmin=-1.6 * m, vmax=1.6 * m, aspect="auto", interpolation="nearest")
+    for r, row in enumerate(rows):
+        for c, (ch, _) in enumerate(row):
+            ax.text(c, r, ch, ha="center", va="center", fontsize=6.5, family="monospace")
+    ax.set_xticks([])
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([str(r + 1) for r in range(len(rows))], fontsize="x-small")
+    ax.set_xlabel(f"character (lines wrap at {width})")
+    ax.set_ylabel("row")
+    ax.set_title(title, fontsize="medium")
+    fig.colorbar(im, ax=ax, label=label, shrink=0.8)
+    return fig
+
+
+def piano_roll(melodies: Mapping[str, np.ndarray] | np.ndarray, *, step_label: str = "eighth note",
+               steps_per_bar: int = 8, title: str = "Piano roll") -> Figure:
+    """Melodies as piano rolls: one bar per note, pitch up, time across; one panel per melody.
+
+    melodies: a token grid (T,) of ``lstmkit.data.melodies``, or name -> grid. Bar lines are
+    drawn every ``steps_per_bar`` steps; the y axis names the pitches.
+    """
+    from lstmkit import data  # viz draws data's own format; data never imports viz
+
+    if not isinstance(melodies, Mapping):
+        melodies = {"": np.asarray(melodies)}
+    n = len(melodies)
+    fig, axes = plt.subplots(n, 1, figsize=(6.5, 1.1 + 1.3 * n), dpi=DPI, squeeze=False, sharex=True)
+    names = data.melody_token_names()
+    pitch_names = {p: names[k + 2] for k, p in enumerate(data.MELODY_PITCHES)}
+    for ax, (label, tokens) in zip(axes[:, 0], melodies.items(), strict=True):
+        notes = [nt for nt in data.melody_notes(tokens) if nt[0] is not None]
+        for pitch, start, dur in notes:
+            ax.broken_barh([(start, dur - 0.1)], (pitch - 0.4, 0.8), color="C0")
+        T = len(np.asarray(tokens))
+        for b in range(0, T + 1, steps_per_bar):
+            ax.axvline(b, color="grey", lw=0.5)
+        used = sorted({p for p, _, _ in notes}) or [60]
+        # label the notes of the C major triad only (C, E, G): every scale step would crowd the axis
+        ticks = [p for p in data.MELODY_PITCHES if used[0] <= p <= used[-1] and p % 12 in (0, 4, 7)]
+        ax.set_yticks(ticks)
+        ax.set_yticklabels([pitch_names[p] for p in ticks], fontsize=7)
+        ax.set_ylim(used[0] - 1, used[-1] + 1)
+        ax.set_xlim(0, T)
+        ax.set_ylabel("pitch", fontsize="small")
+        if label:
+            ax.set_title(label, fontsize="small")
+    axes[-1, 0].set_xlabel(f"time ({step_label}s; grey lines: bars)")
+    fig.suptitle(title, fontsize="medium")
+    return _finish(fig)
+
+
+def captioned_images(images: np.ndarray, captions: Sequence[str], *, truths: Sequence[str] | None = None,
+                     ncols: int = 4, title: str = "Images and their captions") -> Figure:
+    """Images in a grid with a caption under each; with ``truths``, wrong captions are red.
+
+    images: (n, 3, H, W) (channels first, as torch) or (n, H, W, 3), values in [0, 1].
+    """
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[1] == 3:
+        images = images.transpose(0, 2, 3, 1)
+    n = len(images)
+    nrows = -(-n // ncols)
+    # a lower dpi than the other figures: photos-like images make large PNGs
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols, 1.55 * nrows), dpi=64, squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if k >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(np.clip(images[k], 0, 1), interpolation="nearest")
+        words = captions[k].split()
+        text = " ".join(words[:4]) + "\n" + " ".join(words[4:])  # two short lines
+        wrong = truths is not None and captions[k] != truths[k]
+        ax.set_xlabel(text, fontsize=6.5, color="red" if wrong else "black")
+    fig.suptitle(title, fontsize="medium")
+    return _finish(fig)
+
+
+__all__ += ["benchmark", "text_activation", "piano_roll", "captioned_images"]
