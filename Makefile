@@ -1,6 +1,7 @@
 # Two entry points (see README.md):
 #   make lab    set up .venv if needed and open the course in JupyterLab (ARGS=--no-browser headless)
 #   make test   set up the same .venv and run the whole test suite
+#   (make site  renders the lessons and exercises to a static HTML site in _site/)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ PORT   ?= 8888
 # Jupyter refuses to run as root (containers, CI) unless told that it is on purpose.
 AS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test install lint clean
+.PHONY: lab test site install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed: run make with PYTHON=python3.11 (or newer)")'
@@ -32,6 +33,9 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python tests/run_all.py
 
+site: $(STAMP)
+	$(BIN)/python tools/build_site.py _site
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis _site tests/screenshots
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -4,6 +4,7 @@ with pyproject.toml, and `lstmkit doctor`."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -113,3 +114,32 @@ def test_console_entry_point():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "everything required works" in proc.stdout
+
+
+# import name -> the environment.yml entry that provides it
+IMPORT_TO_CONDA = {"torch": "pytorch-cpu", "IPython": "ipython", "sklearn": "scikit-learn", "PIL": "pillow",
+                   "yaml": "pyyaml"}
+
+
+def _notebook_imports() -> dict[str, str]:
+    """Top-level modules imported by any notebook's code cells -> one notebook that does."""
+    found = {}
+    for nb in sorted(ROOT.glob("*/[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            for m in re.finditer(r"^\s*(?:from\s+([\w.]+)\s+import|import\s+([\w.]+))", src, re.M):
+                found.setdefault((m.group(1) or m.group(2)).split(".")[0], nb.name)
+    return found
+
+
+def test_environment_yml_names_everything_the_notebooks_import():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)}
+    imports = _notebook_imports()
+    assert {"numpy", "torch", "lstmkit", "matplotlib"} <= set(imports)
+    missing = {mod: nb for mod, nb in imports.items()
+               if mod not in sys.stdlib_module_names and mod != "lstmkit"
+               and IMPORT_TO_CONDA.get(mod, mod).lower() not in conda}
+    assert not missing, f"environment.yml lacks what these notebooks import: {missing}"
