@@ -326,3 +326,87 @@ class GateExplorer(_Explorer):
 
 
 # ================================================================== lessons 04-09 widgets
+
+
+# ------------------------------------------------- lesson 07: sampling with a temperature
+
+__all__ += ["softmax_temperature", "sample_sequence", "TemperatureSampler"]
+
+
+def softmax_temperature(logits, temperature: float) -> np.ndarray:
+    """Probabilities softmax(logits / temperature) over the last axis, in float64.
+
+    temperature 1 gives the model's own distribution; below 1 sharpens it (towards the most
+    likely token), above 1 flattens it (towards uniform). A temperature of 0 (or below 1e-6)
+    returns the one-hot distribution of the argmax: greedy decoding.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if temperature < 1e-6:
+        p = np.zeros_like(z)
+        np.put_along_axis(p, np.argmax(z, axis=-1)[..., None], 1.0, axis=-1)
+        return p
+    z = z / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sample_sequence(step_fn, prime, n: int, *, temperature: float = 1.0, seed: int = 0) -> list[int]:
+    """Generate n tokens from a next-token model, one at a time.
+
+    step_fn(token_id, state) -> (logits (V,), new_state): the model reads one token and
+    returns its scores for the next (state None at the start). The prime tokens (at least
+    one) are fed first; then each sampled token is fed back. Sampling draws from
+    ``softmax_temperature(logits, temperature)`` with ``numpy.random.default_rng(seed)``, so
+    the same seed and temperature give the same text. Returns the n sampled ids.
+    """
+    prime = list(prime)
+    if not prime:
+        raise ValueError("prime must hold at least one token")
+    rng = np.random.default_rng(seed)
+    state, logits = None, None
+    for tok in prime:
+        logits, state = step_fn(int(tok), state)
+    out: list[int] = []
+    for _ in range(n):
+        p = softmax_temperature(logits, temperature)
+        tok = int(rng.choice(len(p), p=p))
+        out.append(tok)
+        logits, state = step_fn(tok, state)
+    return out
+
+
+class TemperatureSampler:
+    """Lesson 07: a temperature slider and a seed above text sampled from a language model.
+
+    generate(temperature, seed) -> str is called by ``update`` whenever a slider moves (for
+    instance a closure over ``sample_sequence``). Attributes: ``controls`` (the sliders),
+    ``text`` (the text on display), ``html`` (the widget showing it), ``widget``.
+    """
+
+    def __init__(self, generate, *, temperature: float = 1.0, seed: int = 0):
+        import html as _html
+
+        self._escape = _html.escape
+        self.generate = generate
+        self.controls = {
+            "temperature": W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
+                                         description="temperature", **_SLIDER),
+            "seed": W.IntSlider(value=seed, min=0, max=20, description="random seed", **_SLIDER),
+        }
+        self.html = W.HTML()
+        for slider in self.controls.values():
+            slider.observe(lambda _change: self.update(), names="value")
+        self.widget = W.VBox([W.HBox(list(self.controls.values())), self.html])
+        self.update()
+
+    def update(self) -> str:
+        """Sample again with the sliders' values and show the text; returns it."""
+        t = self.controls["temperature"].value
+        self.text = self.generate(t, self.controls["seed"].value)
+        self.html.value = (f"<b>temperature {t:.1f}</b><pre style='white-space: pre-wrap'>"
+                           f"{self._escape(self.text)}</pre>")
+        return self.text
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
