@@ -15,7 +15,18 @@ generator                   task                                    baseline
 ``seasonal_series``         forecasting, many-to-many (``windows``)  see ``seasonal_baselines``
 ``text_snippet``            a few sentences of text (lesson 00)     --
 ``moving_shape_clip``       a short video, (T, H, W) (lesson 00)    --
+``windowed_parity``         parity of recent bits (lesson 04)       accuracy 1/2
+``cloze_task``              fill a blank from a later cue (05)      accuracy 1/4 (past only)
+``tagged_sentences``        a tag per word (lesson 05)              ~0.67 on ambiguous words
+``motion_clips``            direction of motion in clips (06)       accuracy 1/4
+``moving_glyphs``           next-frame prediction (lesson 06)       ``copy_last_frame_mse``
+``load_corpus``             shipped public-domain text (07)         ``unigram_perplexity``
+``date_pairs``              dates to ISO format (lesson 07)         exact match ~0
+``melodies``                note sequences (lesson 08)              perplexity ~5.6 (unigram)
+``captioned_scenes``        images with captions (lesson 08)        see its docstring
 ==========================  ======================================  =========================
+
+Lessons 04-08 add their generators in sections of their own below, each extending ``__all__``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ test can call without a browser; setting a slider's ``value`` runs ``update`` at
   loss.
 * ``GateExplorer`` (lesson 02): gate biases and input weights of a one-unit LSTM -> its
   gates, cell state and output over a sequence with a "write" cue and a "read" cue.
+* ``TemperatureSampler`` (lesson 07): the sampling temperature of a character-level
+  language model -> a new sample of text (``softmax_temperature``, ``sample_sequence``).
 
 Two measurement helpers run trained torch models through ``lstmkit.reference``:
 ``gradient_norms`` (||dL/dh_t|| of a real loss, step by step) and ``lstm_gate_trace`` (every
