@@ -146,26 +146,36 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
 
 
 _MEMORY_SCRIPT = """
-import resource, sys, torch
+import os, sys, threading, time, torch
 import lstmkit.nn as lnn
 backend, T, B, H = sys.argv[1], *map(int, sys.argv[2:5])
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page
 torch.manual_seed(0)
 m = torch.nn.LSTM(H, H) if backend == "torch" else lnn.LSTM(H, H, backend=backend)
-warm = torch.randn(2, B, H, requires_grad=True)
-m(warm)[0].sum().backward()  # compile / create primitives before the baseline is read
+m(torch.randn(2, B, H, requires_grad=True))[0].sum().backward()  # compile, create primitives
 x = torch.randn(T, B, H, requires_grad=True)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base, peak, done = rss(), [0], threading.Event()
+def watch():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.0005)
+threading.Thread(target=watch, daemon=True).start()
+time.sleep(0.01)
 m(x)[0].sum().backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((after - before) / 1024)
+done.set()
+peak[0] = max(peak[0], rss())
+print((peak[0] - base) / 2**20)
 """
 
 
 def training_memory_mb(backend: str, T: int = 1000, B: int = 16, H: int = 128) -> float:
-    """Growth of peak resident memory (MiB) for one training step, in a fresh process.
+    """Growth of resident memory (MiB) during one training step, in a fresh process.
 
-    The baseline is read after imports and a warm-up step, so what remains is the step's own
-    activations and gradients: what a backend stores for backward.
+    A thread samples the process's resident set every half millisecond while the step runs;
+    the baseline is taken after imports and a warm-up step (so compilation, whose own peak can
+    be larger than the step's, does not count). What remains is the step's activations and
+    gradients: what a backend stores for backward. Linux only (/proc).
     """
     import subprocess
 
@@ -216,7 +226,7 @@ def format_table(result: dict) -> str:
         mem = result["memory_mb"]
         per_backend = ", ".join(f"{b} {v:.1f} MiB" for b, v in mem["backends"].items())
         lines.append(f"training-step memory (T={mem['seq_len']}, B={mem['batch']}, H={mem['hidden']}), "
-                     f"growth of peak RSS: {per_backend}")
+                     f"growth of resident memory: {per_backend}")
     if "compile" in result:
         c = result["compile"]
         lines.append(f"CPU kernels, import + first call: {c['cold_s']:.1f} s with an empty Numba cache, "

@@ -96,3 +96,19 @@ def test_extreme_preactivations_stay_finite(dtype):
     assert np.isfinite(y).all() and all(np.isfinite(v).all() for v in g.values())
     if dtype == np.float64:
         assert_close(y, R.lstm_forward(**a)[0], TOL[dtype], "y saturated")
+
+
+def test_small_problems_use_one_blas_thread_and_restore_the_setting():
+    from threadpoolctl import threadpool_info
+
+    blas_threads = lambda: [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    a = layer_args("lstm", 5, 2, 3, 4, dtype=np.float32)
+    K.lstm_backward(None, None, None, K.lstm_forward(**a)[-1])  # loads the BLAS that Numba calls
+    before = blas_threads()
+    with K._blas_threads(B=2, H=4, G=4):
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
+    K.lstm_backward(None, None, None, K.lstm_forward(**a)[-1])
+    assert blas_threads() == before
+    with K._blas_threads(B=64, H=512, G=4):  # a large product keeps the machine's setting
+        assert blas_threads() == before

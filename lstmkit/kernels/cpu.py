@@ -22,6 +22,8 @@ otherwise stop vectorisation too. Float64 keeps exact libm calls: it is the prec
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import numpy as np
@@ -195,6 +197,28 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
 
 # ------------------------------------------------------------------ public functions
 
+# Multiply-adds of one step's recurrent product (B x H times H x G*H) up to which the kernels
+# run BLAS on one thread. Such products take at most a few hundred microseconds: a second
+# thread saves little on an idle machine, and on a busy one OpenBLAS's spinning threads wait for a core
+# at every step (measured here with other work on both cores, B=16, H=128, forward and
+# backward: 57 ms with two BLAS threads, 22 ms with one).
+SINGLE_THREAD_BLAS_UP_TO = 1 << 24  # e.g. B=16, H=512 for an LSTM
+
+
+@functools.cache
+def _blas_controller():
+    import scipy.linalg.cython_blas  # noqa: F401  the BLAS that Numba calls, loaded so it is found
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _blas_threads(B: int, H: int, G: int):
+    """A context in which BLAS uses one thread when the per-step product is small."""
+    if B * G * H * H > SINGLE_THREAD_BLAS_UP_TO:
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=1, user_api="blas")
+
 
 def _contiguous(*arrays):
     return tuple(None if a is None else np.ascontiguousarray(a) for a in arrays)
@@ -223,7 +247,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         gates = np.zeros((T, B, 4 * H), dtype=x.dtype)
         hs, cs = np.stack([h0] * (T + 1)), np.stack([c0] * (T + 1))
     else:
-        gates, hs, cs = _lstm_fwd(x, h0, c0, *_transposed(W_ih, W_hh), bias)
+        with _blas_threads(B, H, 4):
+            gates, hs, cs = _lstm_fwd(x, h0, c0, *_transposed(W_ih, W_hh), bias)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), cs[T].copy(), saved
@@ -245,8 +270,9 @@ def lstm_backward(dy, dh_n, dc_n, saved):
         dW_ih, dW_hh = np.zeros_like(saved["W_ih"]), np.zeros_like(saved["W_hh"])
         db = np.zeros(4 * H, dtype=x.dtype)
     else:
-        dx, dh0, dc0, dW_ih, dW_hh, db = _lstm_bwd(
-            dy, dh_n, dc_n, x, saved["W_ih"], saved["W_hh"], saved["gates"], hs, saved["cs"])
+        with _blas_threads(B, H, 4):
+            dx, dh0, dc0, dW_ih, dW_hh, db = _lstm_bwd(
+                dy, dh_n, dc_n, x, saved["W_ih"], saved["W_hh"], saved["gates"], hs, saved["cs"])
     grads = {"x": dx, "h0": dh0, "c0": dc0, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
@@ -265,7 +291,8 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
     if T == 0 or B == 0:
         hs = np.stack([h0] * (T + 1))
     else:
-        hs = _rnn_fwd(x, h0, *_transposed(W_ih, W_hh), bias)
+        with _blas_threads(B, H, 1):
+            hs = _rnn_fwd(x, h0, *_transposed(W_ih, W_hh), bias)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), saved
 
@@ -284,7 +311,8 @@ def rnn_backward(dy, dh_n, saved):
         dW_ih, dW_hh = np.zeros_like(saved["W_ih"]), np.zeros_like(saved["W_hh"])
         db = np.zeros(H, dtype=x.dtype)
     else:
-        dx, dh0, dW_ih, dW_hh, db = _rnn_bwd(dy, dh_n, x, saved["W_ih"], saved["W_hh"], hs)
+        with _blas_threads(B, H, 1):
+            dx, dh0, dW_ih, dW_hh, db = _rnn_bwd(dy, dh_n, x, saved["W_ih"], saved["W_hh"], hs)
     grads = {"x": dx, "h0": dh0, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
