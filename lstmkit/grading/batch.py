@@ -48,7 +48,7 @@ from lstmkit.grading.registry import (
     tasks_of,
 )
 from lstmkit.grading.report import feedback_markdown, fmt_points
-from lstmkit.grading.sandbox import PACKAGE_DIR, CallTimeout, Kernel, KernelDied, stand_in_sources
+from lstmkit.grading.sandbox import AST_LOCK, PACKAGE_DIR, CallTimeout, Kernel, KernelDied, stand_in_sources
 
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 MAX_CODE_CELLS = 400
@@ -191,16 +191,17 @@ def read_notebook(path: Path) -> tuple[dict | None, list[str], str | None]:
 
 
 def _python_source(src: str) -> ast.Module | None:
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
+    with AST_LOCK:  # IPython's transformers parse too
+        try:
+            from IPython.core.inputtransformer2 import TransformerManager
 
-        src = TransformerManager().transform_cell(src)
-    except Exception:
-        pass
-    try:
-        return ast.parse(src)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+            src = TransformerManager().transform_cell(src)
+        except Exception:
+            pass
+        try:
+            return ast.parse(src)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
 
 
 _JIT_NAMES = {"njit", "jit", "generated_jit"}

@@ -17,6 +17,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,12 @@ class CellOutcome:
     output_chars: int
 
 
+# CPython before 3.12 keeps the AST converter's recursion depth per interpreter, not per
+# thread: the batch grader's threads parsing at the same time failed now and then with
+# "AST constructor recursion depth mismatch". Every ast.parse in the grader's process holds this.
+AST_LOCK = threading.Lock()
+
+
 def grading_copy(module: str, forbidden: set[str]) -> str:
     """The source of ``module`` with the bodies of ``forbidden`` functions replaced by a raise.
 
@@ -64,16 +71,17 @@ def grading_copy(module: str, forbidden: set[str]) -> str:
     process's memory at all.
     """
     spec = importlib.util.find_spec(module)
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name in forbidden:
-            message = (f"{module}.{node.name} is not available while grading: this exercise asks you "
-                       f"to write it yourself")
-            doc = ast.get_docstring(node)
-            body = [ast.Expr(ast.Constant(doc))] if doc else []
-            body.append(ast.parse(f"raise UnavailableWhileGrading({message!r})").body[0])
-            node.body = body
-    return ast.unparse(tree)
+    with AST_LOCK:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name in forbidden:
+                message = (f"{module}.{node.name} is not available while grading: this exercise asks you "
+                           f"to write it yourself")
+                doc = ast.get_docstring(node)
+                body = [ast.Expr(ast.Constant(doc))] if doc else []
+                body.append(ast.parse(f"raise UnavailableWhileGrading({message!r})").body[0])
+                node.body = body
+        return ast.unparse(tree)
 
 
 def stand_in_sources(forbidden: dict[str, set[str]]) -> dict[str, str]:
