@@ -46,6 +46,15 @@ def assert_close(actual, expected, rtol: float, name: str = "") -> None:
     assert err <= rtol * scale, f"{name}: max error {err:.2e} > {rtol:.0e} x scale {scale:.2e}"
 
 
+def assert_deterministic(make):
+    """Same seed -> identical arrays; another seed -> different arrays."""
+    a, b, c = make(0), make(0), make(1)
+    a, b, c = (x if isinstance(x, tuple) else (x,) for x in (a, b, c))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

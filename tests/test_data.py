@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_deterministic
 
 from lstmkit import data
 
 # ------------------------------------------------------------------------- helpers
-
-
-def assert_deterministic(make):
-    """Same seed -> identical arrays; another seed -> different arrays."""
-    a, b, c = make(0), make(0), make(1)
-    a, b, c = (x if isinstance(x, tuple) else (x,) for x in (a, b, c))
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
 
 
 @pytest.mark.parametrize("name", ["adding_problem", "recall_task", "labelled_sequences",

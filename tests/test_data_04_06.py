@@ -9,6 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import assert_deterministic
 from matplotlib.figure import Figure  # noqa: E402
 
 from lstmkit import data, viz  # noqa: E402
@@ -18,15 +19,6 @@ from lstmkit import data, viz  # noqa: E402
 def _close_figures():
     yield
     plt.close("all")
-
-
-def assert_deterministic(make):
-    """Same seed -> identical arrays; another seed -> different arrays."""
-    a, b, c = make(0), make(0), make(1)
-    a, b, c = (x if isinstance(x, tuple) else (x,) for x in (a, b, c))
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
 
 
 @pytest.mark.parametrize("name", ["windowed_parity", "cloze_task", "tagged_sentences",

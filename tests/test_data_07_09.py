@@ -24,20 +24,12 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from conftest import assert_deterministic
 from matplotlib.figure import Figure  # noqa: E402
 
 from lstmkit import data, viz, widgets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def assert_deterministic(make):
-    """Same seed -> identical arrays; another seed -> different arrays."""
-    a, b, c = make(0), make(0), make(1)
-    a, b, c = (x if isinstance(x, tuple) else (x,) for x in (a, b, c))
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert any(not np.array_equal(x, z) for x, z in zip(a, c, strict=True))
 
 
 # --------------------------------------------------------------------- shipped data
