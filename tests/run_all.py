@@ -76,11 +76,11 @@ def main(extra: list[str]) -> int:
             failed_stages.append(name)
         table.append((name, seconds, "ok" if code == 0 else f"FAILED (exit {code})"))
 
-    print("\nstage / notebook                               time     result")
+    print(f"\n{'stage / notebook':<52}   time     result")
     for name, seconds, result in table:
-        print(f"  {name:<44} {seconds:6.1f} s  {result}")
+        print(f"  {name:<50} {seconds:6.1f} s  {result}")
     nb_time = sum(s for n, s, _ in table if n.endswith(".ipynb"))
-    print(f"  {'all notebooks':<44} {nb_time:6.1f} s")
+    print(f"  {'all notebooks':<50} {nb_time:6.1f} s")
     if failed_stages:
         print(f"\nfailed stages: {', '.join(failed_stages)}")
     print(f"\nsummary: {total.get('passed', 0)} passed, {total.get('failed', 0)} failed, "
