@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 import lstmkit  # noqa: E402
 from lstmkit import reference as R  # noqa: E402
+from lstmkit.functional import convlstm_gates  # noqa: E402
 
 TOL = 1e-4  # max |ours - reference| relative to max(1, max |reference|), for every array
 FAILURES: list[str] = []
@@ -76,16 +77,6 @@ def check_sequences(K, sizes) -> None:
                 report(f"{kind} {kernel:<8} T={T} B={B} I={I} H={H}", errs)
 
 
-def torch_gates(a, c_prev, w):
-    a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
-    if w is not None:
-        a_i, a_f = a_i + w[0] * c_prev, a_f + w[1] * c_prev
-    c = torch.sigmoid(a_f) * c_prev + torch.sigmoid(a_i) * torch.tanh(a_g)
-    if w is not None:
-        a_o = a_o + w[2] * c
-    return torch.sigmoid(a_o) * torch.tanh(c), c
-
-
 def check_convlstm(K, B: int, C: int, S: int) -> None:
     rng = np.random.default_rng(2)
     for peep in (False, True):
@@ -97,7 +88,7 @@ def check_convlstm(K, B: int, C: int, S: int) -> None:
         grads = K.convlstm_gates_backward(dh, dc, saved)
         leaves = [None if v is None else torch.tensor(v, dtype=torch.float64, requires_grad=True)
                   for v in (a, c_prev, w)]
-        h_t, c_t = torch_gates(*leaves)
+        h_t, c_t = convlstm_gates(*leaves, backend="torch")
         ((h_t * torch.from_numpy(dh)).sum() + (c_t * torch.from_numpy(dc)).sum()).backward()
         errs = {"h": rel_err(h, h_t.detach()), "c": rel_err(c, c_t.detach())}
         errs |= {f"d{n}": rel_err(grads[n], leaf.grad) for n, leaf in zip(["a", "c_prev", "w_peep"], leaves)

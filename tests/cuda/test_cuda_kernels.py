@@ -20,6 +20,7 @@ from numba import cuda
 
 import lstmkit.devices as D
 from lstmkit import reference as R
+from lstmkit.functional import convlstm_gates
 from lstmkit.kernels import cuda as K
 
 TILE = K.TILE
@@ -214,17 +215,6 @@ def test_convlstm_gates_forward_matches_reference(peep, B, C, Hh, Ww):
     close(c, c_ref, "c")
 
 
-def torch_gates(a, c_prev, w):
-    """The same pointwise math in torch (float64 on the CPU), for autograd to differentiate."""
-    a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
-    if w is not None:
-        a_i, a_f = a_i + w[0] * c_prev, a_f + w[1] * c_prev
-    c = torch.sigmoid(a_f) * c_prev + torch.sigmoid(a_i) * torch.tanh(a_g)
-    if w is not None:
-        a_o = a_o + w[2] * c
-    return torch.sigmoid(a_o) * torch.tanh(c), c
-
-
 @pytest.mark.parametrize("upstream", ["dh and dc", "dh only", "dc only"])
 @pytest.mark.parametrize("peep", [False, True])
 def test_convlstm_gates_backward_matches_torch_autograd(peep, upstream):
@@ -241,7 +231,7 @@ def test_convlstm_gates_backward_matches_torch_autograd(peep, upstream):
 
     leaves = [None if v is None else torch.tensor(v, dtype=torch.float64, requires_grad=True)
               for v in (a, c_prev, w_peep)]
-    h_t, c_t = torch_gates(*leaves)
+    h_t, c_t = convlstm_gates(*leaves, backend="torch")  # torch ops: autograd's gradients
     loss = sum((out * torch.from_numpy(as64(g))).sum() for out, g in ((h_t, dh), (c_t, dc)) if g is not None)
     loss.backward()
     close(h, h_t.detach().numpy(), "h")
