@@ -108,6 +108,20 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
     The "numpy" reference backend is slow by design; it is timed only up to
     ``numpy_max_hidden`` and with fewer repetitions.
     """
+    import numba
+    import torch
+
+    threads = torch.get_num_threads()
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # the same cores for both
+    try:
+        return _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress)
+    finally:
+        numba.set_num_threads(numba_threads)
+
+
+def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress) -> dict:
+    import numba
     import torch
     from tqdm.auto import tqdm
 
@@ -139,6 +153,7 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
             rows.append(Row(b, mode, B, H, H, seq_len, float(f"{ms:.4g}"), float(f"{gflops:.4g}"),
                             float(f"{torch_ms:.4g}"), round(torch_ms / ms, 3), float(f"{gflops / peak:.3g}")))
     return {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
+                        "numba_threads": numba.get_num_threads(),
                         "sgemm_peak_gflops": round(peak, 1), "python": sys.version.split()[0],
                         "torch": torch.__version__, "device": device,
                         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")},
@@ -212,7 +227,8 @@ def compile_seconds() -> dict[str, float]:
 
 def format_table(result: dict) -> str:
     m = result["machine"]
-    lines = [f"SGEMM peak {m['sgemm_peak_gflops']} GFLOP/s; torch threads {m['torch_threads']}; "
+    lines = [f"SGEMM peak {m['sgemm_peak_gflops']} GFLOP/s; torch threads {m['torch_threads']}, "
+             f"numba threads {m['numba_threads']}; "
              f"device {m['device']}" + (f"; note: OPENBLAS_CORETYPE={m['openblas_coretype']} may hold BLAS "
                                          "back (unset it for this command to measure the machine)"
                                          if m.get("openblas_coretype") else ""),

@@ -98,6 +98,85 @@ def test_extreme_preactivations_stay_finite(dtype):
         assert_close(y, R.lstm_forward(**a)[0], TOL[dtype], "y saturated")
 
 
+def _check_lstm_against_reference(T, B, I, H, dtype, seed=3):
+    a = layer_args("lstm", T, B, I, H, dtype=dtype, seed=seed, scale=0.7)
+    up = output_grads("lstm", T, B, H, dtype=dtype, seed=seed + 1)
+    ref = R.lstm_forward(**as64(a))
+    ours = K.lstm_forward(**a)
+    for name, r, o in zip(["y", "h_n", "c_n"], ref[:-1], ours[:-1]):
+        assert_close(o, r, TOL[dtype], name)
+    ref_g = R.lstm_backward(*[g.astype(np.float64) for g in up], ref[-1])
+    for name, g in K.lstm_backward(*up, ours[-1]).items():
+        assert_close(g, ref_g[name], TOL[dtype], f"d{name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("threads_from", [0, 1 << 60], ids=["parallel", "one-thread"])
+@pytest.mark.parametrize("width,block_mnk", [(13, 1 << 19), (5, 1 << 19), (1, 1 << 19), (8, 1)])
+def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, width, block_mnk):
+    """Every way of cutting a step into blocks gives the reference's answer: one block of all
+    13 units, blocks whose last one is narrower (5 + 5 + 3), blocks of one unit, the backward
+    product split by gates (BLOCK_MNK = 1), on one thread or on Numba's threads, with the large
+    products split by rows too."""
+    monkeypatch.setattr(K, "PARALLEL_FROM", threads_from)
+    monkeypatch.setattr(K, "PARALLEL_PRODUCT_FROM", threads_from)
+    monkeypatch.setattr(K, "BLOCK_MNK", block_mnk)
+    monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
+    _check_lstm_against_reference(6, 3, 5, 13, dtype)
+
+
+@pytest.mark.parametrize("width", [1, 3, 8, 13])
+def test_packed_weights_hold_each_blocks_slices(width):
+    """The packed layouts that the time loops read, against slicing W_hh directly."""
+    H = 13
+    W = np.random.default_rng(0).standard_normal((4 * H, H))
+    fwd, bwd = np.empty(W.size), np.empty(W.size)
+    K._pack(W, width, True, fwd)
+    K._pack(W, width, False, bwd)
+    for j0 in range(0, H, width):
+        w = min(width, H - j0)
+        block_f = fwd[4 * H * j0:4 * H * (j0 + w)].reshape(H, 4 * w)
+        block_b = bwd[4 * H * j0:4 * H * (j0 + w)].reshape(4 * H, w)
+        for q in range(4):
+            np.testing.assert_array_equal(block_f[:, q * w:(q + 1) * w], W[q * H + j0:q * H + j0 + w].T)
+        np.testing.assert_array_equal(block_b, W[:, j0:j0 + w])
+
+
+def test_block_width_keeps_products_small_and_feeds_every_thread():
+    for B, H, threads in [(1, 32, 1), (16, 128, 2), (64, 128, 2), (16, 512, 2), (1, 512, 2), (7, 13, 2)]:
+        w = K.block_width(B, H, threads)
+        assert 1 <= w <= H and -(-H // w) >= min(threads, H)
+        assert B * H * 4 * w <= max(K.BLOCK_MNK, B * H * 4 * 8) or B * 4 * H * H >= K.LARGE_STEP
+    assert K.block_width(64, 512, 2) == 256  # large steps: one wide block per thread
+
+
+def test_workspaces_are_reused_per_thread_and_grow():
+    import threading
+
+    a = K._workspace("test", 10, np.float32)
+    assert K._workspace("test", 8, np.float32).base is a.base  # reused, not reallocated
+    assert K._workspace("test", 20, np.float32).size == 20
+    assert K._workspace("test", 5, np.float64).dtype == np.float64
+    other = []
+    t = threading.Thread(target=lambda: other.append(K._workspace("test", 10, np.float32)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(other[0], K._workspace("test", 10, np.float32))
+
+
+def test_concurrent_calls_from_threads_give_each_its_own_answer():
+    """The kernels release the GIL and keep scratch memory per thread: two Python threads
+    running different layers at once must not mix their packed weights."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    args = [layer_args("lstm", 20, 4, 6, 24, dtype=np.float32, seed=s) for s in range(4)]
+    alone = [K.lstm_forward(**a)[0] for a in args]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda a: K.lstm_forward(**a)[0], args * 3))
+    for i, y in enumerate(together):
+        np.testing.assert_array_equal(y, alone[i % 4])
+
+
 def test_small_problems_use_one_blas_thread_and_restore_the_setting():
     from threadpoolctl import threadpool_info
 

@@ -4,14 +4,23 @@ Same contract and results as ``lstmkit.reference`` (float64 to ~1e-10, float32 t
 organised for speed instead of for reading:
 
 * the input projection of all T steps is ONE matrix product (T*B, I) x (I, G*H) before the
-  time loop; only the recurrent product h_{t-1} W_hh^T stays inside it, with W_hh^T made
-  contiguous once per call;
+  time loop; only the recurrent product h_{t-1} W_hh^T stays inside it;
 * biases are summed once (b_ih + b_hh) and added inside the fused loop;
 * one loop over (batch, hidden unit) does the bias add, all gate nonlinearities, the cell
   update and the output, and overwrites the pre-activations with the gate values that
   backward needs, so nothing is allocated per step;
 * backward keeps every step's gate gradients in one (T*B, G*H) buffer, so dW_ih, dW_hh, dx
   and the biases' gradient are one matrix product each, after the time loop.
+
+The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain version):
+
+* each step is cut into blocks of hidden units. A block's recurrent product is small enough
+  for BLAS's fast path for small matrices (see ``BLOCK_MNK``), reads weights packed once per
+  call into the block's own compact layout, and is followed by the block's gate math, so
+  blocks never wait for each other within a step;
+* from ``PARALLEL_FROM`` multiply-adds per step, the blocks of a step run on Numba's threads
+  (``prange``), and the large products split their rows between the threads. BLAS itself then
+  runs on one thread, so the two thread pools never compete for the cores.
 
 Transcendentals: pip's llvmlite has no vector math library, so ``math.tanh`` in a loop is a
 scalar call that blocks SIMD. In float32 the kernels use a clamped rational tanh (the
@@ -25,9 +34,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 
 import numpy as np
-from numba import njit, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import overload
 
 from lstmkit import _checks
@@ -82,75 +92,255 @@ def _sigmoid_impl(x):
         return sigmoid64
 
 
+# ---------------------------------------------------------------------- BLAS, in blocks
+
+# numba's own wrapper around SciPy's BLAS ?gemm (what np.dot calls inside @njit). Calling it
+# directly lets a product read and write sub-blocks in place (leading dimensions, beta = 1),
+# which np.dot cannot. It is resolved by name, so kernels that call it stay cacheable.
+_xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
+    types.char, types.char, types.char, types.intp, types.intp, types.intp, types.voidptr,
+    types.voidptr, types.intp, types.voidptr, types.intp, types.voidptr, types.voidptr, types.intp))
+
+# Largest product (M*N*K) per BLAS call inside the time loop, for steps too small to amortise
+# BLAS's packing. OpenBLAS on AVX-512 CPUs runs products with M*N*K <= 1e6 through a "small
+# matrix" kernel that does not repack its operands; above that it copies the weights into
+# packed panels on every call, which for a per-step product can cost more than the
+# arithmetic. Measured here on one core, h @ W_hh^T in one call, then in blocks within this
+# bound: B=16, H=128: 21 us, 8.5 us; B=16, H=512: 324 us, 134 us; B=64, H=128: 46 us, 31 us.
+# From LARGE_STEP multiply-adds per step the packing pays for itself (B=64, H=512: 377 us in
+# one call, 496 us in these blocks), so each thread then takes one wide block.
+BLOCK_MNK = 1 << 19
+LARGE_STEP = 1 << 25
+
+
+@njit(**_JIT)
+def _gemm(M, N, K, a, lda, ta, b, ldb, tb, c, ldc, beta, scal):
+    """Row-major C[M, N] = op(A) @ op(B) + beta * C, op(X) = X^T where tX else X, on flat views.
+
+    a, b, c: 1-D views that start at each matrix's first element; lda, ldb, ldc: the row
+    strides of the arrays as stored. scal: [1, 0, 1] in the arrays' dtype (BLAS takes alpha and
+    beta by pointer); beta: 0 or 1. BLAS is column-major, so this is C^T = op(B)^T op(A)^T.
+    """
+    kind = np.int8(115) if a.itemsize == 4 else np.int8(100)  # "s" or "d"
+    op_a = np.int8(84) if ta else np.int8(78)  # "T" or "N"
+    op_b = np.int8(84) if tb else np.int8(78)
+    _xxgemm(kind, op_b, op_a, N, M, K, scal[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
+            scal[1 + beta:].ctypes, c.ctypes, ldc)
+
+
+@njit(**_JIT)
+def _gemm_rows(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
+    """Rows [M*part/parts, M*(part+1)/parts) of C = op(A) @ op(B) (see ``_gemm``): lets
+    several threads share one large product, each with its own rows."""
+    r0, r1 = M * part // parts, M * (part + 1) // parts
+    if r1 > r0:
+        _gemm(r1 - r0, N, K, a[r0 * (1 if ta else lda):], lda, ta, b, ldb, tb,
+              c[r0 * ldc:], ldc, 0, scal)
+
+
+def block_width(B: int, H: int, threads: int) -> int:
+    """Hidden units per block (see BLOCK_MNK): a block's product in one step is
+    (B x H) @ (H x 4 width). Every thread gets at least one block."""
+    if B * 4 * H * H >= LARGE_STEP:
+        width = H
+    else:  # within BLOCK_MNK, but not narrower than 8 units: tiny products run below speed
+        width = max(8, BLOCK_MNK // (4 * B * H))
+    return max(1, min(width, -(-H // threads)))
+
+
+@njit(**_JIT)
+def _transpose_into(src, dst):
+    """dst = src^T, in 8 x 8 tiles. A plain loop strides through one of the arrays; and with
+    larger tiles, rows 4 KiB apart (H = 512 in float32) fall into the same cache set and evict
+    each other (measured for a (2048, 512) W_hh: 3.4 ms with 16 x 16 tiles, 0.8 ms with 8 x 8)."""
+    R, C = src.shape
+    for r0 in range(0, R, 8):
+        for c0 in range(0, C, 8):
+            for c in range(c0, min(c0 + 8, C)):
+                for r in range(r0, min(r0 + 8, R)):
+                    dst[c, r] = src[r, c]
+
+
+@njit(**_JIT)
+def _pack(W_hh, width, transpose, out):
+    """W_hh: (4H, H) -> flat blocks, one per block of `width` hidden units j0 .. j0 + w (the
+    last may be narrower), each the compact matrix that the block's product reads in a step:
+
+    forward (transpose=True): (H, 4w), its columns q*w .. q*w + w = W_hh[q*H + j0 : q*H + j0 + w, :]^T
+        for the gates q = i, f, g, o, so h @ it gives the block's four pre-activations at once;
+    backward (transpose=False): (4H, w) = W_hh[:, j0 : j0 + w], so dA @ it gives dh[:, j0 : j0 + w].
+    """
+    G, H = W_hh.shape
+    for j0 in range(0, H, width):
+        w = min(width, H - j0)
+        if transpose:
+            dst = out[G * j0:G * (j0 + w)].reshape(H, 4 * w)
+            for q in range(4):
+                _transpose_into(W_hh[q * H + j0:q * H + j0 + w], dst[:, q * w:(q + 1) * w])
+        else:
+            out[G * j0:G * (j0 + w)].reshape(G, w)[:] = W_hh[:, j0:j0 + w]
+
+
 # ------------------------------------------------------------------------------ LSTM
+#
+# Each step is split into blocks of hidden units. A block owns its units' columns of all four
+# gates, so at step t it runs its products and then its gate math without waiting for the
+# other blocks; the only synchronisation is the end of the step (step t+1 needs all of h_t).
+# The same block functions run under a one-thread driver (small problems, where a thread
+# launch costs more than the step) and a prange driver that also splits the large products
+# (the input projection, the weight gradients) by rows. BLAS itself runs on one thread.
 
 
 @njit(**_JIT)
-def _lstm_fwd(x, h0, c0, W_ihT, W_hhT, bias):
+def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal):
+    T1, B, H = hs.shape
+    G = 4 * H
+    w = min(width, H - j0)
+    # The block's recurrent pre-activations, (B, 4w) = h_{t-1} @ (its packed slice of W_hh^T),
+    # into its own part of the scratch buffer rec.
+    r_blk = rec[B * 4 * j0:B * 4 * (j0 + w)]
+    _gemm(B, 4 * w, H, hs[t].reshape(B * H), H, False, Wp[G * j0:], 4 * w, False, r_blk, 4 * w, 0, scal)
+    b_i, b_f = bias[j0:j0 + w], bias[H + j0:H + j0 + w]
+    b_g, b_o = bias[2 * H + j0:2 * H + j0 + w], bias[3 * H + j0:3 * H + j0 + w]
+    for b in range(B):
+        # One 1-D view per gate: LLVM vectorises this loop only when each operand is a
+        # plain unit-stride pointer (measured: 2.4 us per step at B=16, H=128, against
+        # 24 us for the same loop indexing 2-D arrays at offsets H, 2H, 3H).
+        a, r = gates[t, b], r_blk[4 * w * b:4 * w * (b + 1)]
+        a_i, a_f = a[j0:j0 + w], a[H + j0:H + j0 + w]
+        a_g, a_o = a[2 * H + j0:2 * H + j0 + w], a[3 * H + j0:3 * H + j0 + w]
+        r_i, r_f, r_g, r_o = r[:w], r[w:2 * w], r[2 * w:3 * w], r[3 * w:]
+        c_prev, c_new, h_new = cs[t, b, j0:j0 + w], cs[t + 1, b, j0:j0 + w], hs[t + 1, b, j0:j0 + w]
+        for j in range(w):
+            i = sigmoid(a_i[j] + r_i[j] + b_i[j])
+            f = sigmoid(a_f[j] + r_f[j] + b_f[j])
+            g = tanh(a_g[j] + r_g[j] + b_g[j])
+            o = sigmoid(a_o[j] + r_o[j] + b_o[j])
+            c = f * c_prev[j] + i * g
+            a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
+            c_new[j] = c
+            h_new[j] = o * tanh(c)
+
+
+@njit(parallel=True, **_JIT)
+def _project(x, W_ih, n):
+    """The input projection of every step at once: gates (T, B, 4H) = x W_ih^T, as one
+    (T*B, I) @ (I, 4H) product whose rows are split over n threads."""
     T, B, I = x.shape
-    H = h0.shape[1]
-    # gates: pre-activations first, overwritten step by step with the gate values i, f, g, o.
-    gates = np.empty((T, B, 4 * H), dtype=x.dtype)
-    np.dot(x.reshape(T * B, I), W_ihT, gates.reshape(T * B, 4 * H))
-    hs = np.empty((T + 1, B, H), dtype=x.dtype)  # hs[t] is h_{t-1}; hs[0] = h0
-    cs = np.empty((T + 1, B, H), dtype=x.dtype)
-    hs[0] = h0
-    cs[0] = c0
-    rec = np.empty((B, 4 * H), dtype=x.dtype)
-    b_i, b_f, b_g, b_o = bias[:H], bias[H:2 * H], bias[2 * H:3 * H], bias[3 * H:]
+    G = W_ih.shape[0]
+    scal = np.array([1, 0, 1], dtype=x.dtype)
+    gates = np.empty((T, B, G), dtype=x.dtype)
+    for p in prange(n):
+        _gemm_rows(p, n, T * B, G, I, x.reshape(T * B * I), I, False, W_ih.reshape(G * I), I, True,
+                   gates.reshape(T * B * G), G, scal)
+    return gates
+
+
+@njit(**_JIT)
+def _lstm_fwd(gates, hs, cs, Wp, bias, width):
+    """The forward time loop on one thread. gates: (T, B, 4H), the input projection on entry,
+    the gate values i, f, g, o on return; hs, cs: (T + 1, B, H) with h0, c0 in row 0."""
+    T, B, G = gates.shape
+    scal = np.array([1, 0, 1], dtype=gates.dtype)
+    rec = np.empty(B * G, dtype=gates.dtype)
     for t in range(T):
-        np.dot(hs[t], W_hhT, rec)
-        for b in range(B):
-            # One 1-D view per gate: LLVM vectorises this loop only when each operand is a
-            # plain unit-stride pointer (measured: 2.4 us per step at B=16, H=128, against
-            # 24 us for the same loop indexing 2-D arrays at offsets H, 2H, 3H).
-            a, r = gates[t, b], rec[b]
-            a_i, a_f, a_g, a_o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            r_i, r_f, r_g, r_o = r[:H], r[H:2 * H], r[2 * H:3 * H], r[3 * H:]
-            c_prev, c_new, h_new = cs[t, b], cs[t + 1, b], hs[t + 1, b]
-            for j in range(H):
-                i = sigmoid(a_i[j] + r_i[j] + b_i[j])
-                f = sigmoid(a_f[j] + r_f[j] + b_f[j])
-                g = tanh(a_g[j] + r_g[j] + b_g[j])
-                o = sigmoid(a_o[j] + r_o[j] + b_o[j])
-                c = f * c_prev[j] + i * g
-                a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
-                c_new[j] = c
-                h_new[j] = o * tanh(c)
-    return gates, hs, cs
+        for j0 in range(0, G // 4, width):
+            _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal)
+
+
+@njit(parallel=True, **_JIT)
+def _lstm_fwd_parallel(gates, hs, cs, Wp, bias, width):
+    """``_lstm_fwd`` with each step's blocks spread over Numba's threads."""
+    T, B, G = gates.shape
+    scal = np.array([1, 0, 1], dtype=gates.dtype)
+    rec = np.empty(B * G, dtype=gates.dtype)
+    for t in range(T):
+        for blk in prange(-(-(G // 4) // width)):
+            _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, bias, rec, scal)
 
 
 @njit(**_JIT)
-def _lstm_bwd(dy, dh_n, dc_n, x, W_ih, W_hh, gates, hs, cs):
-    T, B, I = x.shape
-    H = hs.shape[2]
-    one = x.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
-    dA = np.empty((T, B, 4 * H), dtype=x.dtype)
-    dh = dh_n.copy()
-    dc = dc_n.copy()
+def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal):
+    T, B, G = dA.shape
+    H = G // 4
+    w = min(width, H - j0)
+    one = dA.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
+    if t < T - 1:  # dh[:, j0 : j0 + w] = dA[t + 1] @ W_hh[:, j0 : j0 + w], as a sum of
+        # products over K rows of W_hh at a time (K = 4H: one product)
+        dA_next, dh_f, wp = dA[t + 1].reshape(B * G), dh.reshape(B * H), Wp[G * j0:]
+        for k0 in range(0, G, K):
+            _gemm(B, w, K, dA_next[k0:], G, False, wp[k0 * w:], w, False, dh_f[j0:], H, min(k0, 1), scal)
+    for b in range(B):
+        a, d = gates[t, b], dA[t, b]  # 1-D views per gate, as in _lstm_fwd_block, for SIMD
+        a_i, a_f = a[j0:j0 + w], a[H + j0:H + j0 + w]
+        a_g, a_o = a[2 * H + j0:2 * H + j0 + w], a[3 * H + j0:3 * H + j0 + w]
+        d_i, d_f = d[j0:j0 + w], d[H + j0:H + j0 + w]
+        d_g, d_o = d[2 * H + j0:2 * H + j0 + w], d[3 * H + j0:3 * H + j0 + w]
+        c_prev, c_new = cs[t, b, j0:j0 + w], cs[t + 1, b, j0:j0 + w]
+        dh_b, dc_b, dy_b = dh[b, j0:j0 + w], dc[b, j0:j0 + w], dy[t, b, j0:j0 + w]
+        for j in range(w):
+            i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
+            tc = tanh(c_new[j])  # recomputed rather than stored: saves T*B*H floats
+            dh_j = dh_b[j] + dy_b[j]
+            dc_j = dc_b[j] + dh_j * o * (one - tc * tc)
+            d_i[j] = dc_j * g * i * (one - i)
+            d_f[j] = dc_j * c_prev[j] * f * (one - f)
+            d_g[j] = dc_j * i * (one - g * g)
+            d_o[j] = dh_j * tc * o * (one - o)
+            dc_b[j] = dc_j * f
+
+
+@njit(**_JIT)
+def _lstm_bwd(dy, dh, dc, gates, cs, Wp, width, K):
+    """The backward time loop on one thread; returns dA (T, B, 4H), every step's gradients
+    with respect to the gate pre-activations. dh, dc: (B, H), dh_n and dc_n on entry; dc_0
+    on return (dh_0 = dA[0] @ W_hh is left to ``_lstm_bwd_products``)."""
+    T, B, G = gates.shape
+    scal = np.array([1, 0, 1], dtype=gates.dtype)
+    dA = np.empty((T, B, G), dtype=gates.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range(B):
-            a, d = gates[t, b], dA[t, b]  # 1-D views per gate, as in _lstm_fwd, for SIMD
-            a_i, a_f, a_g, a_o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-            d_i, d_f, d_g, d_o = d[:H], d[H:2 * H], d[2 * H:3 * H], d[3 * H:]
-            c_prev, c_new, dh_b, dc_b, dy_b = cs[t, b], cs[t + 1, b], dh[b], dc[b], dy[t, b]
-            for j in range(H):
-                i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
-                tc = tanh(c_new[j])  # recomputed rather than stored: saves T*B*H floats
-                dh_j = dh_b[j] + dy_b[j]
-                dc_j = dc_b[j] + dh_j * o * (one - tc * tc)
-                d_i[j] = dc_j * g * i * (one - i)
-                d_f[j] = dc_j * c_prev[j] * f * (one - f)
-                d_g[j] = dc_j * i * (one - g * g)
-                d_o[j] = dh_j * tc * o * (one - o)
-                dc_b[j] = dc_j * f
-        np.dot(dA[t], W_hh, dh)
-    dA2 = dA.reshape(T * B, 4 * H)
-    dx = np.dot(dA2, W_ih).reshape(T, B, I)
-    dW_ih = np.dot(dA2.T, x.reshape(T * B, I))
-    dW_hh = np.dot(dA2.T, hs[:T].reshape(T * B, H))
-    db = dA2.sum(axis=0)
-    return dx, dh, dc, dW_ih, dW_hh, db
+        for j0 in range(0, G // 4, width):
+            _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal)
+    return dA
+
+
+@njit(parallel=True, **_JIT)
+def _lstm_bwd_parallel(dy, dh, dc, gates, cs, Wp, width, K):
+    """``_lstm_bwd`` with each step's blocks spread over Numba's threads."""
+    T, B, G = gates.shape
+    scal = np.array([1, 0, 1], dtype=gates.dtype)
+    dA = np.empty((T, B, G), dtype=gates.dtype)
+    for t in range(T - 1, -1, -1):
+        for blk in prange(-(-(G // 4) // width)):
+            _lstm_bwd_block(t, blk * width, width, K, dy, dh, dc, dA, gates, cs, Wp, scal)
+    return dA
+
+
+@njit(parallel=True, **_JIT)
+def _lstm_bwd_products(dA, x, hs, W_ih, W_hh, dh, n):
+    """The products after the time loop, each split by rows over n threads, with dA as one
+    (T*B, 4H) matrix: dx = dA W_ih, dh_0 = dA[0] W_hh (into dh), dW_ih = dA^T x,
+    dW_hh = dA^T h, and the bias gradient, the column sums of dA."""
+    T, B, I = x.shape
+    G, H = W_hh.shape
+    scal = np.array([1, 0, 1], dtype=x.dtype)
+    dx, dW_ih, dW_hh = np.empty_like(x), np.empty_like(W_ih), np.empty_like(W_hh)
+    db = np.zeros(G, dtype=x.dtype)
+    dA2 = dA.reshape(T * B * G)
+    for p in prange(n):
+        _gemm_rows(p, n, T * B, I, G, dA2, G, False, W_ih.reshape(G * I), I, False,
+                   dx.reshape(T * B * I), I, scal)
+        _gemm_rows(p, n, B, H, G, dA2, G, False, W_hh.reshape(G * H), H, False, dh.reshape(B * H), H, scal)
+        _gemm_rows(p, n, G, I, T * B, dA2, G, True, x.reshape(T * B * I), I, False,
+                   dW_ih.reshape(G * I), I, scal)
+        _gemm_rows(p, n, G, H, T * B, dA2, G, True, hs.reshape((T + 1) * B * H), H, False,
+                   dW_hh.reshape(G * H), H, scal)
+        part = db[G * p // n:G * (p + 1) // n]  # row by row: a unit-stride loop over columns
+        for r in range(T * B):
+            row = dA2[r * G + G * p // n:r * G + G * (p + 1) // n]
+            for c in range(part.size):
+                part[c] += row[c]
+    return dx, dW_ih, dW_hh, db
 
 
 # ------------------------------------------------------------------------------- RNN
@@ -168,7 +358,7 @@ def _rnn_fwd(x, h0, W_ihT, W_hhT, bias):
     for t in range(T):
         np.dot(hs[t], W_hhT, rec)
         for b in range(B):
-            p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd
+            p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd_block
             for j in range(H):
                 h_new[j] = tanh(p[j] + r[j] + bias[j])
     return hs
@@ -197,12 +387,12 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
 
 # ------------------------------------------------------------------ public functions
 
-# Multiply-adds of one step's recurrent product (B x H times H x G*H) up to which the kernels
-# run BLAS on one thread. Such products take at most a few hundred microseconds: a second
-# thread saves little on an idle machine, and on a busy one OpenBLAS's spinning threads wait for a core
-# at every step (measured here with other work on both cores, B=16, H=128, forward and
-# backward: 57 ms with two BLAS threads, 22 ms with one).
-SINGLE_THREAD_BLAS_UP_TO = 1 << 24  # e.g. B=16, H=512 for an LSTM
+# RNN: multiply-adds of one step's recurrent product (B x H times H x H) up to which the
+# kernels run BLAS on one thread. Such products take at most a few hundred microseconds: a
+# second thread saves little on an idle machine, and on a busy one OpenBLAS's spinning threads
+# wait for a core at every step (measured here with other work on both cores, LSTM at B=16,
+# H=128, forward and backward: 57 ms with two BLAS threads, 22 ms with one).
+SINGLE_THREAD_BLAS_UP_TO = 1 << 24  # e.g. B=64, H=512
 
 
 @functools.cache
@@ -213,11 +403,41 @@ def _blas_controller():
     return ThreadpoolController()
 
 
+# LSTM: per-step multiply-adds (B * 4H * H) from which the time loop runs on Numba's threads
+# (each step is then a parallel region, ~2 us to start), and multiply-adds from which one of
+# the large products (input projection, weight gradients) does (one region per product).
+PARALLEL_FROM = 1 << 18  # e.g. B=4, H=128
+PARALLEL_PRODUCT_FROM = 1 << 21
+
+
+def _one_blas_thread():
+    """A context in which BLAS uses one thread: inside the blocked time loops, whose products
+    are small by design and may run on several Numba threads at once."""
+    return _blas_controller().limit(limits=1, user_api="blas")
+
+
 def _blas_threads(B: int, H: int, G: int):
     """A context in which BLAS uses one thread when the per-step product is small."""
     if B * G * H * H > SINGLE_THREAD_BLAS_UP_TO:
         return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
+    return _one_blas_thread()
+
+
+_per_thread = threading.local()
+
+
+def _workspace(name: str, size: int, dtype) -> np.ndarray:
+    """A flat scratch array of `size` elements, kept per thread and reused by later calls.
+
+    For the packed weights: allocating and freeing several MiB per call made glibc return the
+    memory to the system and fault it back in each time (measured at B=1, H=512: the
+    weight-gradient products took 4.4 ms in a training step instead of 1.9 ms).
+    """
+    buffers = _per_thread.__dict__.setdefault("buffers", {})
+    key = (name, np.dtype(dtype))
+    if key not in buffers or buffers[key].size < size:
+        buffers[key] = np.empty(size, dtype=dtype)
+    return buffers[key][:size]
 
 
 def _contiguous(*arrays):
@@ -225,13 +445,31 @@ def _contiguous(*arrays):
 
 
 def _transposed(W_ih, W_hh):
-    """Contiguous W^T for the forward products: measured here, BLAS through Numba ran the
-    per-step product about 4x faster with a C-contiguous (H, 4H) operand than with W_hh.T."""
-    return np.ascontiguousarray(W_ih.T), np.ascontiguousarray(W_hh.T)
+    """Contiguous W^T for the RNN's forward products: measured here, BLAS through Numba ran
+    the per-step product about 4x faster with a C-contiguous operand than with W_hh.T."""
+    out = tuple(np.empty(W.shape[::-1], dtype=W.dtype) for W in (W_ih, W_hh))
+    _transpose_into(W_ih, out[0])
+    _transpose_into(W_hh, out[1])
+    return out
 
 
 def _summed_bias(b_ih, b_hh, rows, dtype):
     return np.zeros(rows, dtype=dtype) if b_ih is None else np.ascontiguousarray(b_ih + b_hh)
+
+
+def _plan(B: int, H: int) -> tuple[int, int]:
+    """(threads, block width) for one LSTM time loop.
+
+    The time loop uses threads from PARALLEL_FROM multiply-adds per step: below that a
+    parallel region per step (~2 us to start) costs more than it saves.
+    """
+    threads = get_num_threads() if B * 4 * H * H >= PARALLEL_FROM else 1
+    return threads, block_width(B, H, threads)
+
+
+def _product_threads(macs: int) -> int:
+    """Threads for one large product of `macs` multiply-adds (one region per call)."""
+    return get_num_threads() if macs >= PARALLEL_PRODUCT_FROM else 1
 
 
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
@@ -240,15 +478,22 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
     x: (T, B, I), h0, c0: (B, H), W_ih: (4H, I), W_hh: (4H, H), b_ih, b_hh: (4H,) or None,
     all float32 or all float64. Returns y: (T, B, H), h_n, c_n: (B, H), saved.
     """
-    T, B, _, H = _checks.sequence_args("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh)
+    T, B, I, H = _checks.sequence_args("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh)
     x, h0, c0, W_ih, W_hh = _contiguous(x, h0, c0, W_ih, W_hh)
-    bias = _summed_bias(b_ih, b_hh, 4 * H, x.dtype)
+    hs = np.empty((T + 1, B, H), dtype=x.dtype)  # hs[t] is h_{t-1}
+    cs = np.empty((T + 1, B, H), dtype=x.dtype)
+    hs[0], cs[0] = h0, c0
     if T == 0 or B == 0:
         gates = np.zeros((T, B, 4 * H), dtype=x.dtype)
-        hs, cs = np.stack([h0] * (T + 1)), np.stack([c0] * (T + 1))
+        hs[1:], cs[1:] = h0, c0
     else:
-        with _blas_threads(B, H, 4):
-            gates, hs, cs = _lstm_fwd(x, h0, c0, *_transposed(W_ih, W_hh), bias)
+        threads, width = _plan(B, H)
+        with _one_blas_thread():
+            gates = _project(x, W_ih, _product_threads(T * B * I * 4 * H))
+            Wp = _workspace("W_hh forward", W_hh.size, x.dtype)
+            _pack(W_hh, width, True, Wp)
+            args = (gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width)
+            (_lstm_fwd if threads == 1 else _lstm_fwd_parallel)(*args)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), cs[T].copy(), saved
@@ -257,23 +502,28 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
 def lstm_backward(dy, dh_n, dc_n, saved):
     """Backpropagation through time for ``lstm_forward``; returns the grads dict
     ("x", "h0", "c0", "W_ih", "W_hh" and, with biases, "b_ih", "b_hh")."""
-    x, hs = saved["x"], saved["hs"]
+    x, hs, W_ih, W_hh = saved["x"], saved["hs"], saved["W_ih"], saved["W_hh"]
     T, B, I = x.shape
     H = hs.shape[2]
-    dy, dh_n, dc_n = _contiguous(
+    dy, dh, dc = (np.array(a, order="C") for a in (  # fresh arrays: the time loop updates dh, dc
         _checks.grad_arg("dy", dy, (T, B, H), x.dtype),
         _checks.grad_arg("dh_n", dh_n, (B, H), x.dtype),
-        _checks.grad_arg("dc_n", dc_n, (B, H), x.dtype),
-    )
+        _checks.grad_arg("dc_n", dc_n, (B, H), x.dtype)))
     if T == 0 or B == 0:
-        dx, dh0, dc0 = np.zeros_like(x), dh_n.copy(), dc_n.copy()
-        dW_ih, dW_hh = np.zeros_like(saved["W_ih"]), np.zeros_like(saved["W_hh"])
+        dx, dW_ih, dW_hh = np.zeros_like(x), np.zeros_like(W_ih), np.zeros_like(W_hh)
         db = np.zeros(4 * H, dtype=x.dtype)
     else:
-        with _blas_threads(B, H, 4):
-            dx, dh0, dc0, dW_ih, dW_hh, db = _lstm_bwd(
-                dy, dh_n, dc_n, x, saved["W_ih"], saved["W_hh"], saved["gates"], hs, saved["cs"])
-    grads = {"x": dx, "h0": dh0, "c0": dc0, "W_ih": dW_ih, "W_hh": dW_hh}
+        threads, width = _plan(B, H)
+        with _one_blas_thread():
+            Wp = _workspace("W_hh backward", W_hh.size, x.dtype)
+            _pack(W_hh, width, False, Wp)
+            # dA @ W_hh per block in one product, or one per gate where one would exceed BLOCK_MNK
+            K = 4 * H if B * 4 * H * width <= BLOCK_MNK else H
+            args = (dy, dh, dc, saved["gates"], saved["cs"], Wp, width, K)
+            dA = (_lstm_bwd if threads == 1 else _lstm_bwd_parallel)(*args)
+            dx, dW_ih, dW_hh, db = _lstm_bwd_products(
+                dA, x, hs, W_ih, W_hh, dh, _product_threads(T * B * 4 * H * (I + H)))
+    grads = {"x": dx, "h0": dh, "c0": dc, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
     return grads
