@@ -45,6 +45,11 @@ from lstmkit import _checks
 __all__ = ["lstm_forward", "lstm_backward", "rnn_forward", "rnn_backward", "tanh", "sigmoid"]
 
 _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
+# The LSTM's gate loops: every fast-math flag but "contract" (fusing a * b + c into one FMA
+# instruction). With it, LLVM fused the backward loop differently when compiling in-process
+# than in the copy it caches on disk, so results changed in the last bit depending on whether
+# the kernel came from the cache; notebooks would then not reproduce their stored outputs.
+_JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"})
 
 # Rational tanh for float32: p(x) / q(x), odd/even polynomials; tanh(7.9053) rounds to 1.0f.
 _CLAMP = np.float32(7.90531110763549805)
@@ -191,7 +196,7 @@ def _pack(W_hh, width, transpose, out):
 # (the input projection, the weight gradients) by rows. BLAS itself runs on one thread.
 
 
-@njit(**_JIT)
+@njit(**_JIT_GATES)
 def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal):
     T1, B, H = hs.shape
     G = 4 * H
@@ -259,7 +264,7 @@ def _lstm_fwd_parallel(gates, hs, cs, Wp, bias, width):
             _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, bias, rec, scal)
 
 
-@njit(**_JIT)
+@njit(**_JIT_GATES)
 def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal):
     T, B, G = dA.shape
     H = G // 4
