@@ -1,7 +1,8 @@
 """``lstmkit bench``: lstmkit's LSTM backends against ``torch.nn.LSTM``, measured side by side.
 
-All backends run in one process, interleaved (one repetition of each in turn, repeated), so
-machine noise hits every side alike; each row reports the median.
+All backends run in one process, interleaved (one sample of each in turn, repeated), so
+machine noise hits every side alike; each row reports the median. A sample is enough calls in
+a row to take about SAMPLE_SECONDS, so that fast calls are not timed one by one.
 
 FLOP count of one LSTM layer over a sequence (multiply-adds counted as 2 FLOPs; the
 elementwise gate math, O(T B H), is left out)::
@@ -63,10 +64,21 @@ def sgemm_peak_gflops(n: int = 1024, reps: int = 5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn, calls: int = 1) -> float:
+    """Seconds per call, over `calls` calls in a row."""
     start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+SAMPLE_SECONDS = 0.02
+
+
+def _calls_per_sample(fn) -> int:
+    """Runs fn twice (a warm-up, then a timing) and returns how many calls fill SAMPLE_SECONDS."""
     fn()
-    return time.perf_counter() - start
+    return max(1, min(1000, round(SAMPLE_SECONDS / max(_timed(fn), 1e-6))))
 
 
 def _step_functions(backend: str, T: int, B: int, H: int, device: str):
@@ -137,14 +149,15 @@ def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, pro
         bar.set_postfix_str(f"{mode} B={B} H={H}")
         active = [b for b in backends if b != "numpy" or H <= numpy_max_hidden]
         fns = {b: _step_functions(b, seq_len, B, H, device)[mode == "train"] for b in active}
-        for fn in fns.values():  # warm-up: compiles, oneDNN primitive creation, caches
-            fn()
+        # Warm-up (compiles, oneDNN primitive creation, caches), then calls per sample: a
+        # sample of a fraction of a millisecond is at the mercy of the scheduler.
+        calls = {b: _calls_per_sample(fn) for b, fn in fns.items()}
         times: dict[str, list[float]] = {b: [] for b in active}
         for r in range(reps):
             for b, fn in fns.items():
                 if b == "numpy" and r >= 2:
                     continue
-                times[b].append(_timed(fn))
+                times[b].append(_timed(fn, calls[b]))
         torch_ms = statistics.median(times["torch"]) * 1e3
         flops = lstm_flops(seq_len, B, H, H, mode)
         for b in active:

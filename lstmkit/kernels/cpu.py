@@ -411,7 +411,7 @@ def _blas_controller():
 # LSTM: per-step multiply-adds (B * 4H * H) from which the time loop runs on Numba's threads
 # (each step is then a parallel region, ~2 us to start), and multiply-adds from which one of
 # the large products (input projection, weight gradients) does (one region per product).
-PARALLEL_FROM = 1 << 18  # e.g. B=4, H=128
+PARALLEL_FROM = 1 << 19  # e.g. B=8, H=128 or B=32, H=64
 PARALLEL_PRODUCT_FROM = 1 << 21
 
 
