@@ -1,7 +1,8 @@
 # Two entry points (see README.md):
 #   make lab    set up .venv if needed and open the course in JupyterLab (ARGS=--no-browser headless)
 #   make test   set up the same .venv and run the whole test suite
-#   (make site  renders the lessons and exercises to a static HTML site in _site/)
+#   (make site  renders the lessons and exercises to a static HTML site in _site/;
+#    make links rebuilds the Binder and Colab links from pyproject.toml's [tool.lstmkit] repository)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ PORT   ?= 8888
 # Jupyter refuses to run as root (containers, CI) unless told that it is on purpose.
 AS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: lab test site install lint clean
+.PHONY: lab test site links install lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed: run make with PYTHON=python3.11 (or newer)")'
@@ -35,6 +36,9 @@ test: $(STAMP)
 
 site: $(STAMP)
 	$(BIN)/python tools/build_site.py _site
+
+links: $(STAMP)
+	$(BIN)/python tools/course_links.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis _site tests/screenshots
