@@ -50,6 +50,10 @@ _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
 # than in the copy it caches on disk, so results changed in the last bit depending on whether
 # the kernel came from the cache; notebooks would then not reproduce their stored outputs.
 _JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"})
+# Drivers with prange: only the explicit prange loops run in parallel (Numba would otherwise
+# also turn array expressions such as np.zeros into parallel loops, each compiled separately).
+_PRANGE_ONLY = {"prange": True, "numpy": False, "setitem": False, "reduction": False,
+                "comprehension": False, "stencil": False, "fusion": False, "inplace_binop": False}
 
 # Rational tanh for float32: p(x) / q(x), odd/even polynomials; tanh(7.9053) rounds to 1.0f.
 _CLAMP = np.float32(7.90531110763549805)
@@ -134,6 +138,17 @@ def _gemm(M, N, K, a, lda, ta, b, ldb, tb, c, ldc, beta, scal):
 
 
 @njit(**_JIT)
+def _column_sums(a, R, C, c0, c1, out):
+    """out[c0:c1] += the column sums of columns c0 .. c1 - 1 of a, an (R, C) matrix given flat,
+    row by row: each row is a unit-stride loop, which vectorises."""
+    part = out[c0:c1]
+    for r in range(R):
+        row = a[r * C + c0:r * C + c1]
+        for c in range(c1 - c0):
+            part[c] += row[c]
+
+
+@njit(**_JIT)
 def _gemm_rows(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
     """Rows [M*part/parts, M*(part+1)/parts) of C = op(A) @ op(B) (see ``_gemm``): lets
     several threads share one large product, each with its own rows."""
@@ -191,9 +206,10 @@ def _pack(W_hh, width, transpose, out):
 # Each step is split into blocks of hidden units. A block owns its units' columns of all four
 # gates, so at step t it runs its products and then its gate math without waiting for the
 # other blocks; the only synchronisation is the end of the step (step t+1 needs all of h_t).
-# The same block functions run under a one-thread driver (small problems, where a thread
-# launch costs more than the step) and a prange driver that also splits the large products
-# (the input projection, the weight gradients) by rows. BLAS itself runs on one thread.
+# The drivers run the blocks of a step in a loop on one thread (small problems, where a
+# parallel region costs more than the step) or with prange, and split the large products (the
+# input projection, the weight gradients) by rows between threads. BLAS itself runs on one
+# thread.
 
 
 @njit(**_JIT_GATES)
@@ -227,41 +243,32 @@ def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal):
             h_new[j] = o * tanh(c)
 
 
-@njit(parallel=True, **_JIT)
-def _project(x, W_ih, n):
-    """The input projection of every step at once: gates (T, B, 4H) = x W_ih^T, as one
-    (T*B, I) @ (I, 4H) product whose rows are split over n threads."""
+@njit(parallel=_PRANGE_ONLY, **_JIT)
+def _lstm_fwd(x, W_ih, hs, cs, Wp, bias, width, loop_threads, product_threads):
+    """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
+    Wp: W_hh packed for blocks of `width` units. Returns gates (T, B, 4H), the gate values
+    i, f, g, o of every step. The projection's rows are split over product_threads threads,
+    each step's blocks over loop_threads (1: no parallel region at all)."""
     T, B, I = x.shape
     G = W_ih.shape[0]
+    H = G // 4
     scal = np.array([1, 0, 1], dtype=x.dtype)
     gates = np.empty((T, B, G), dtype=x.dtype)
+    # The input projection of all steps at once: x W_ih^T, (T*B, I) @ (I, 4H).
+    xf, Wf, gf = x.reshape(T * B * I), W_ih.reshape(G * I), gates.reshape(T * B * G)
+    n = product_threads
     for p in prange(n):
-        _gemm_rows(p, n, T * B, G, I, x.reshape(T * B * I), I, False, W_ih.reshape(G * I), I, True,
-                   gates.reshape(T * B * G), G, scal)
+        _gemm_rows(p, n, T * B, G, I, xf, I, False, Wf, I, True, gf, G, scal)
+    rec = np.empty(B * G, dtype=x.dtype)
+    blocks = -(-H // width)
+    for t in range(T):
+        if loop_threads == 1:
+            for blk in range(blocks):
+                _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, bias, rec, scal)
+        else:
+            for blk in prange(blocks):
+                _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, bias, rec, scal)
     return gates
-
-
-@njit(**_JIT)
-def _lstm_fwd(gates, hs, cs, Wp, bias, width):
-    """The forward time loop on one thread. gates: (T, B, 4H), the input projection on entry,
-    the gate values i, f, g, o on return; hs, cs: (T + 1, B, H) with h0, c0 in row 0."""
-    T, B, G = gates.shape
-    scal = np.array([1, 0, 1], dtype=gates.dtype)
-    rec = np.empty(B * G, dtype=gates.dtype)
-    for t in range(T):
-        for j0 in range(0, G // 4, width):
-            _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal)
-
-
-@njit(parallel=True, **_JIT)
-def _lstm_fwd_parallel(gates, hs, cs, Wp, bias, width):
-    """``_lstm_fwd`` with each step's blocks spread over Numba's threads."""
-    T, B, G = gates.shape
-    scal = np.array([1, 0, 1], dtype=gates.dtype)
-    rec = np.empty(B * G, dtype=gates.dtype)
-    for t in range(T):
-        for blk in prange(-(-(G // 4) // width)):
-            _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, bias, rec, scal)
 
 
 @njit(**_JIT_GATES)
@@ -296,55 +303,45 @@ def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal):
 
 
 @njit(**_JIT)
-def _lstm_bwd(dy, dh, dc, gates, cs, Wp, width, K):
-    """The backward time loop on one thread; returns dA (T, B, 4H), every step's gradients
-    with respect to the gate pre-activations. dh, dc: (B, H), dh_n and dc_n on entry; dc_0
-    on return (dh_0 = dA[0] @ W_hh is left to ``_lstm_bwd_products``)."""
-    T, B, G = gates.shape
-    scal = np.array([1, 0, 1], dtype=gates.dtype)
-    dA = np.empty((T, B, G), dtype=gates.dtype)
-    for t in range(T - 1, -1, -1):
-        for j0 in range(0, G // 4, width):
-            _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal)
-    return dA
-
-
-@njit(parallel=True, **_JIT)
-def _lstm_bwd_parallel(dy, dh, dc, gates, cs, Wp, width, K):
-    """``_lstm_bwd`` with each step's blocks spread over Numba's threads."""
-    T, B, G = gates.shape
-    scal = np.array([1, 0, 1], dtype=gates.dtype)
-    dA = np.empty((T, B, G), dtype=gates.dtype)
-    for t in range(T - 1, -1, -1):
-        for blk in prange(-(-(G // 4) // width)):
-            _lstm_bwd_block(t, blk * width, width, K, dy, dh, dc, dA, gates, cs, Wp, scal)
-    return dA
-
-
-@njit(parallel=True, **_JIT)
-def _lstm_bwd_products(dA, x, hs, W_ih, W_hh, dh, n):
-    """The products after the time loop, each split by rows over n threads, with dA as one
-    (T*B, 4H) matrix: dx = dA W_ih, dh_0 = dA[0] W_hh (into dh), dW_ih = dA^T x,
-    dW_hh = dA^T h, and the bias gradient, the column sums of dA."""
+def _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal):
+    """Part p of n of the products after the time loop, with dA as one (T*B, 4H) matrix:
+    dx = dA W_ih, dh_0 = dA[0] W_hh, dW_ih = dA^T x, dW_hh = dA^T h, and the bias gradient,
+    the column sums of dA. Each part computes its share of every output's rows."""
     T, B, I = x.shape
     G, H = W_hh.shape
+    dA2 = dA.reshape(T * B * G)
+    _gemm_rows(p, n, T * B, I, G, dA2, G, False, W_ih.reshape(G * I), I, False,
+               dx.reshape(T * B * I), I, scal)
+    _gemm_rows(p, n, B, H, G, dA2, G, False, W_hh.reshape(G * H), H, False, dh.reshape(B * H), H, scal)
+    _gemm_rows(p, n, G, I, T * B, dA2, G, True, x.reshape(T * B * I), I, False,
+               dW_ih.reshape(G * I), I, scal)
+    _gemm_rows(p, n, G, H, T * B, dA2, G, True, hs.reshape((T + 1) * B * H), H, False,
+               dW_hh.reshape(G * H), H, scal)
+    _column_sums(dA2, T * B, G, G * p // n, G * (p + 1) // n, db)
+
+
+@njit(parallel=_PRANGE_ONLY, **_JIT)
+def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, gates, hs, cs, Wp, width, K, loop_threads, product_threads):
+    """Backward through time. dh, dc: (B, H), dh_n and dc_n on entry, dh_0 and dc_0 on return;
+    Wp: W_hh packed for blocks of `width` units; K: rows of W_hh per product in the blocks.
+    Returns dx, dW_ih, dW_hh and the (summed) bias gradient. Threads as in ``_lstm_fwd``."""
+    T, B, G = gates.shape
+    H = G // 4
     scal = np.array([1, 0, 1], dtype=x.dtype)
+    dA = np.empty((T, B, G), dtype=x.dtype)  # every step's gradients w.r.t. the pre-activations
+    blocks = -(-H // width)
+    for t in range(T - 1, -1, -1):
+        if loop_threads == 1:
+            for blk in range(blocks):
+                _lstm_bwd_block(t, blk * width, width, K, dy, dh, dc, dA, gates, cs, Wp, scal)
+        else:
+            for blk in prange(blocks):
+                _lstm_bwd_block(t, blk * width, width, K, dy, dh, dc, dA, gates, cs, Wp, scal)
     dx, dW_ih, dW_hh = np.empty_like(x), np.empty_like(W_ih), np.empty_like(W_hh)
     db = np.zeros(G, dtype=x.dtype)
-    dA2 = dA.reshape(T * B * G)
+    n = product_threads
     for p in prange(n):
-        _gemm_rows(p, n, T * B, I, G, dA2, G, False, W_ih.reshape(G * I), I, False,
-                   dx.reshape(T * B * I), I, scal)
-        _gemm_rows(p, n, B, H, G, dA2, G, False, W_hh.reshape(G * H), H, False, dh.reshape(B * H), H, scal)
-        _gemm_rows(p, n, G, I, T * B, dA2, G, True, x.reshape(T * B * I), I, False,
-                   dW_ih.reshape(G * I), I, scal)
-        _gemm_rows(p, n, G, H, T * B, dA2, G, True, hs.reshape((T + 1) * B * H), H, False,
-                   dW_hh.reshape(G * H), H, scal)
-        part = db[G * p // n:G * (p + 1) // n]  # row by row: a unit-stride loop over columns
-        for r in range(T * B):
-            row = dA2[r * G + G * p // n:r * G + G * (p + 1) // n]
-            for c in range(part.size):
-                part[c] += row[c]
+        _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal)
     return dx, dW_ih, dW_hh, db
 
 
@@ -355,13 +352,16 @@ def _lstm_bwd_products(dA, x, hs, W_ih, W_hh, dh, n):
 def _rnn_fwd(x, h0, W_ihT, W_hhT, bias):
     T, B, I = x.shape
     H = h0.shape[1]
+    scal = np.array([1, 0, 1], dtype=x.dtype)
     pre = np.empty((T, B, H), dtype=x.dtype)
-    np.dot(x.reshape(T * B, I), W_ihT, pre.reshape(T * B, H))
+    _gemm(T * B, H, I, x.reshape(T * B * I), I, False, W_ihT.reshape(I * H), H, False,
+          pre.reshape(T * B * H), H, 0, scal)
     hs = np.empty((T + 1, B, H), dtype=x.dtype)
     hs[0] = h0
     rec = np.empty((B, H), dtype=x.dtype)
     for t in range(T):
-        np.dot(hs[t], W_hhT, rec)
+        _gemm(B, H, H, hs[t].reshape(B * H), H, False, W_hhT.reshape(H * H), H, False,
+              rec.reshape(B * H), H, 0, scal)
         for b in range(B):
             p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd_block
             for j in range(H):
@@ -374,6 +374,7 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
     T, B, I = x.shape
     H = hs.shape[2]
     one = x.dtype.type(1)
+    scal = np.array([1, 0, 1], dtype=x.dtype)
     dA = np.empty((T, B, H), dtype=x.dtype)
     dh = dh_n.copy()
     for t in range(T - 1, -1, -1):
@@ -381,12 +382,16 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
             d, h, dh_b, dy_b = dA[t, b], hs[t + 1, b], dh[b], dy[t, b]
             for j in range(H):
                 d[j] = (dh_b[j] + dy_b[j]) * (one - h[j] * h[j])
-        np.dot(dA[t], W_hh, dh)
-    dA2 = dA.reshape(T * B, H)
-    dx = np.dot(dA2, W_ih).reshape(T, B, I)
-    dW_ih = np.dot(dA2.T, x.reshape(T * B, I))
-    dW_hh = np.dot(dA2.T, hs[:T].reshape(T * B, H))
-    db = dA2.sum(axis=0)
+        _gemm(B, H, H, dA[t].reshape(B * H), H, False, W_hh.reshape(H * H), H, False,
+              dh.reshape(B * H), H, 0, scal)
+    # After the loop, one product per weight over all steps; dA as one (T*B, H) matrix.
+    dA2 = dA.reshape(T * B * H)
+    dx, dW_ih, dW_hh = np.empty_like(x), np.empty_like(W_ih), np.empty_like(W_hh)
+    _gemm(T * B, I, H, dA2, H, False, W_ih.reshape(H * I), I, False, dx.reshape(T * B * I), I, 0, scal)
+    _gemm(H, I, T * B, dA2, H, True, x.reshape(T * B * I), I, False, dW_ih.reshape(H * I), I, 0, scal)
+    _gemm(H, H, T * B, dA2, H, True, hs.reshape((T + 1) * B * H), H, False, dW_hh.reshape(H * H), H, 0, scal)
+    db = np.zeros(H, dtype=x.dtype)
+    _column_sums(dA2, T * B, H, 0, H, db)
     return dx, dh, dW_ih, dW_hh, db
 
 
@@ -493,12 +498,11 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         hs[1:], cs[1:] = h0, c0
     else:
         threads, width = _plan(B, H)
+        Wp = _workspace("W_hh forward", W_hh.size, x.dtype)
+        _pack(W_hh, width, True, Wp)
         with _one_blas_thread():
-            gates = _project(x, W_ih, _product_threads(T * B * I * 4 * H))
-            Wp = _workspace("W_hh forward", W_hh.size, x.dtype)
-            _pack(W_hh, width, True, Wp)
-            args = (gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width)
-            (_lstm_fwd if threads == 1 else _lstm_fwd_parallel)(*args)
+            gates = _lstm_fwd(x, W_ih, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
+                              threads, _product_threads(T * B * I * 4 * H))
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), cs[T].copy(), saved
@@ -519,15 +523,13 @@ def lstm_backward(dy, dh_n, dc_n, saved):
         db = np.zeros(4 * H, dtype=x.dtype)
     else:
         threads, width = _plan(B, H)
+        Wp = _workspace("W_hh backward", W_hh.size, x.dtype)
+        _pack(W_hh, width, False, Wp)
+        # dA @ W_hh per block in one product, or one per gate where one would exceed BLOCK_MNK
+        K = 4 * H if B * 4 * H * width <= BLOCK_MNK else H
         with _one_blas_thread():
-            Wp = _workspace("W_hh backward", W_hh.size, x.dtype)
-            _pack(W_hh, width, False, Wp)
-            # dA @ W_hh per block in one product, or one per gate where one would exceed BLOCK_MNK
-            K = 4 * H if B * 4 * H * width <= BLOCK_MNK else H
-            args = (dy, dh, dc, saved["gates"], saved["cs"], Wp, width, K)
-            dA = (_lstm_bwd if threads == 1 else _lstm_bwd_parallel)(*args)
-            dx, dW_ih, dW_hh, db = _lstm_bwd_products(
-                dA, x, hs, W_ih, W_hh, dh, _product_threads(T * B * 4 * H * (I + H)))
+            dx, dW_ih, dW_hh, db = _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, saved["gates"], hs, saved["cs"], Wp,
+                                             width, K, threads, _product_threads(T * B * 4 * H * (I + H)))
     grads = {"x": dx, "h0": dh, "c0": dc, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
