@@ -235,19 +235,16 @@ def training_memory_mb(backend: str, T: int = 1000, B: int = 16, H: int = 128) -
 _COMPILE_SCRIPT = """
 import time
 start = time.perf_counter()
-import numpy as np
 from lstmkit.kernels import cpu
-for dt in (np.float32, np.float64):
-    a = [np.ones(s, dt) for s in [(2, 1, 3), (1, 4), (1, 4), (16, 3), (16, 4)]]
-    cpu.lstm_backward(None, None, None, cpu.lstm_forward(*a)[-1])
-    cpu.rnn_backward(None, None, cpu.rnn_forward(a[0], a[1], a[3][:4], a[4][:4])[-1])
+cpu.compile_all()
 print(time.perf_counter() - start)
 """
 
 
 def compile_seconds() -> dict[str, float]:
-    """Import plus first call of all eight CPU kernels (LSTM/RNN, forward/backward, float32/64):
-    once with an empty Numba cache (a new environment), once more from the cache it left."""
+    """Import plus ``cpu.compile_all()`` (every CPU kernel: LSTM/RNN, forward/backward,
+    float32/64): once with an empty Numba cache (a new environment), once more from the cache
+    it left."""
     import subprocess
     import tempfile
 

@@ -42,7 +42,8 @@ from numba.extending import overload
 
 from lstmkit import _checks
 
-__all__ = ["lstm_forward", "lstm_backward", "rnn_forward", "rnn_backward", "tanh", "sigmoid"]
+__all__ = ["lstm_forward", "lstm_backward", "rnn_forward", "rnn_backward", "tanh", "sigmoid",
+           "compile_all"]
 
 _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
 # The LSTM's gate loops: every fast-math flag but "contract" (fusing a * b + c into one FMA
@@ -574,3 +575,13 @@ def rnn_backward(dy, dh_n, saved):
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
     return grads
+
+
+def compile_all() -> None:
+    """Compile every kernel of this module (LSTM and RNN, forward and backward, float32 and
+    float64, the one-thread and the threaded paths), or load it from Numba's on-disk cache:
+    seconds once per environment, so that no lesson waits for a compiler later."""
+    for dt in (np.float32, np.float64):
+        x, h, W, U = (np.ones(s, dt) for s in [(2, 1, 3), (1, 4), (16, 3), (16, 4)])
+        lstm_backward(None, None, None, lstm_forward(x, h, h, W, U)[-1])
+        rnn_backward(None, None, rnn_forward(x, h, W[:4], U[:4])[-1])
