@@ -19,8 +19,9 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
   call into the block's own compact layout, and is followed by the block's gate math, so
   blocks never wait for each other within a step;
 * from ``PARALLEL_FROM`` multiply-adds per step, the blocks of a step run on Numba's threads
-  (``prange``), and the large products split their rows between the threads. BLAS itself then
-  runs on one thread, so the two thread pools never compete for the cores.
+  (``prange``), and from ``PARALLEL_PRODUCT_FROM`` the large products split their rows between
+  the threads. BLAS itself runs on one thread, so the two thread pools never compete for the
+  cores.
 
 Transcendentals: pip's llvmlite has no vector math library, so ``math.tanh`` in a loop is a
 scalar call that blocks SIMD. In float32 the kernels use a clamped rational tanh (the
@@ -258,8 +259,11 @@ def _lstm_fwd(x, W_ih, hs, cs, Wp, bias, width, loop_threads, product_threads):
     # The input projection of all steps at once: x W_ih^T, (T*B, I) @ (I, 4H).
     xf, Wf, gf = x.reshape(T * B * I), W_ih.reshape(G * I), gates.reshape(T * B * G)
     n = product_threads
-    for p in prange(n):
-        _gemm_rows(p, n, T * B, G, I, xf, I, False, Wf, I, True, gf, G, scal)
+    if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
+        _gemm_rows(0, 1, T * B, G, I, xf, I, False, Wf, I, True, gf, G, scal)
+    else:
+        for p in prange(n):
+            _gemm_rows(p, n, T * B, G, I, xf, I, False, Wf, I, True, gf, G, scal)
     rec = np.empty(B * G, dtype=x.dtype)
     blocks = -(-H // width)
     for t in range(T):
@@ -341,8 +345,13 @@ def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, gates, hs, cs, Wp, width, K, loop_threa
     dx, dW_ih, dW_hh = np.empty_like(x), np.empty_like(W_ih), np.empty_like(W_hh)
     db = np.zeros(G, dtype=x.dtype)
     n = product_threads
-    for p in prange(n):
-        _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal)
+    # Small problems never enter a parallel region: it costs more than they take, and Numba's
+    # threading layers are not all safe to enter from several Python threads at once.
+    if n == 1:
+        _lstm_bwd_products(0, 1, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal)
+    else:
+        for p in prange(n):
+            _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal)
     return dx, dW_ih, dW_hh, db
 
 
