@@ -524,8 +524,8 @@ def lstm_backward(dy, dh_n, dc_n, saved):
     x, hs, W_ih, W_hh = saved["x"], saved["hs"], saved["W_ih"], saved["W_hh"]
     T, B, I = x.shape
     H = hs.shape[2]
-    dy, dh, dc = (np.array(a, order="C") for a in (  # fresh arrays: the time loop updates dh, dc
-        _checks.grad_arg("dy", dy, (T, B, H), x.dtype),
+    dy = np.ascontiguousarray(_checks.grad_arg("dy", dy, (T, B, H), x.dtype))
+    dh, dc = (np.array(a, order="C") for a in (  # copies: the time loop updates them in place
         _checks.grad_arg("dh_n", dh_n, (B, H), x.dtype),
         _checks.grad_arg("dc_n", dc_n, (B, H), x.dtype)))
     if T == 0 or B == 0:
