@@ -39,7 +39,7 @@ import threading
 
 import numpy as np
 from numba import get_num_threads, njit, prange, types
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from lstmkit import _checks
 
@@ -52,6 +52,13 @@ _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
 # than in the copy it caches on disk, so results changed in the last bit depending on whether
 # the kernel came from the cache; notebooks would then not reproduce their stored outputs.
 _JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"})
+# Compile time (every kernel, cold: ~14 s here, 21 s before these three rules):
+# * helpers called from kernels (the BLAS wrappers) are register_jitable, not @njit: a
+#   dispatcher compiles one copy per combination of *constant* arguments it is called with
+#   (gemm(..., False, ..., 0, ...) and gemm(..., True, ..., 1, ...) are two), an overload
+#   one per argument type;
+# * no array-to-array slice assignment: its shape-mismatch error compiles a string formatter;
+# * no array built from a list.
 # Drivers with prange: only the explicit prange loops run in parallel (Numba would otherwise
 # also turn array expressions such as np.zeros into parallel loops, each compiled separately).
 _PRANGE_ONLY = {"prange": True, "numpy": False, "setitem": False, "reduction": False,
@@ -124,7 +131,7 @@ BLOCK_MNK = 1 << 19
 LARGE_STEP = 1 << 25
 
 
-@njit(**_JIT)
+@register_jitable(**_JIT)
 def _gemm(M, N, K, a, lda, ta, b, ldb, tb, c, ldc, beta, scal):
     """Row-major C[M, N] = op(A) @ op(B) + beta * C, op(X) = X^T where tX else X, on flat views.
 
@@ -139,7 +146,16 @@ def _gemm(M, N, K, a, lda, ta, b, ldb, tb, c, ldc, beta, scal):
             scal[1 + beta:].ctypes, c.ctypes, ldc)
 
 
-@njit(**_JIT)
+@register_jitable(**_JIT)
+def _blas_scalars(dtype):
+    """[1, 0, 1] in dtype: alpha, and beta = 0 or 1 (BLAS takes them by pointer). Filled in
+    rather than built from a list, which Numba compiles much more slowly."""
+    scal = np.empty(3, dtype=dtype)
+    scal[0], scal[1], scal[2] = 1, 0, 1
+    return scal
+
+
+@register_jitable(**_JIT)
 def _column_sums(a, R, C, c0, c1, out):
     """out[c0:c1] += the column sums of columns c0 .. c1 - 1 of a, an (R, C) matrix given flat,
     row by row: each row is a unit-stride loop, which vectorises."""
@@ -150,7 +166,7 @@ def _column_sums(a, R, C, c0, c1, out):
             part[c] += row[c]
 
 
-@njit(**_JIT)
+@register_jitable(**_JIT)
 def _gemm_rows(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
     """Rows [M*part/parts, M*(part+1)/parts) of C = op(A) @ op(B) (see ``_gemm``): lets
     several threads share one large product, each with its own rows."""
@@ -199,8 +215,12 @@ def _pack(W_hh, width, transpose, out):
             dst = out[G * j0:G * (j0 + w)].reshape(H, 4 * w)
             for q in range(4):
                 _transpose_into(W_hh[q * H + j0:q * H + j0 + w], dst[:, q * w:(q + 1) * w])
-        else:
-            out[G * j0:G * (j0 + w)].reshape(G, w)[:] = W_hh[:, j0:j0 + w]
+        else:  # a loop, not a slice assignment (see "Compile time" above)
+            dst = out[G * j0:G * (j0 + w)]
+            for r in range(G):
+                src = W_hh[r]
+                for j in range(w):
+                    dst[r * w + j] = src[j0 + j]
 
 
 # ------------------------------------------------------------------------------ LSTM
@@ -254,7 +274,7 @@ def _lstm_fwd(x, W_ih, hs, cs, Wp, bias, width, loop_threads, product_threads):
     T, B, I = x.shape
     G = W_ih.shape[0]
     H = G // 4
-    scal = np.array([1, 0, 1], dtype=x.dtype)
+    scal = _blas_scalars(x.dtype)
     gates = np.empty((T, B, G), dtype=x.dtype)
     # The input projection of all steps at once: x W_ih^T, (T*B, I) @ (I, 4H).
     xf, Wf, gf = x.reshape(T * B * I), W_ih.reshape(G * I), gates.reshape(T * B * G)
@@ -307,7 +327,7 @@ def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal):
             dc_b[j] = dc_j * f
 
 
-@njit(**_JIT)
+@register_jitable(**_JIT)
 def _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal):
     """Part p of n of the products after the time loop, with dA as one (T*B, 4H) matrix:
     dx = dA W_ih, dh_0 = dA[0] W_hh, dW_ih = dA^T x, dW_hh = dA^T h, and the bias gradient,
@@ -332,7 +352,7 @@ def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, gates, hs, cs, Wp, width, K, loop_threa
     Returns dx, dW_ih, dW_hh and the (summed) bias gradient. Threads as in ``_lstm_fwd``."""
     T, B, G = gates.shape
     H = G // 4
-    scal = np.array([1, 0, 1], dtype=x.dtype)
+    scal = _blas_scalars(x.dtype)
     dA = np.empty((T, B, G), dtype=x.dtype)  # every step's gradients w.r.t. the pre-activations
     blocks = -(-H // width)
     for t in range(T - 1, -1, -1):
@@ -359,15 +379,14 @@ def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, gates, hs, cs, Wp, width, K, loop_threa
 
 
 @njit(**_JIT)
-def _rnn_fwd(x, h0, W_ihT, W_hhT, bias):
+def _rnn_fwd(x, hs, W_ihT, W_hhT, bias):
+    """Fills in hs: (T + 1, B, H), with h0 in row 0."""
     T, B, I = x.shape
-    H = h0.shape[1]
-    scal = np.array([1, 0, 1], dtype=x.dtype)
+    H = hs.shape[2]
+    scal = _blas_scalars(x.dtype)
     pre = np.empty((T, B, H), dtype=x.dtype)
     _gemm(T * B, H, I, x.reshape(T * B * I), I, False, W_ihT.reshape(I * H), H, False,
           pre.reshape(T * B * H), H, 0, scal)
-    hs = np.empty((T + 1, B, H), dtype=x.dtype)
-    hs[0] = h0
     rec = np.empty((B, H), dtype=x.dtype)
     for t in range(T):
         _gemm(B, H, H, hs[t].reshape(B * H), H, False, W_hhT.reshape(H * H), H, False,
@@ -376,7 +395,6 @@ def _rnn_fwd(x, h0, W_ihT, W_hhT, bias):
             p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd_block
             for j in range(H):
                 h_new[j] = tanh(p[j] + r[j] + bias[j])
-    return hs
 
 
 @njit(**_JIT)
@@ -384,7 +402,7 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
     T, B, I = x.shape
     H = hs.shape[2]
     one = x.dtype.type(1)
-    scal = np.array([1, 0, 1], dtype=x.dtype)
+    scal = _blas_scalars(x.dtype)
     dA = np.empty((T, B, H), dtype=x.dtype)
     dh = dh_n.copy()
     for t in range(T - 1, -1, -1):
@@ -559,7 +577,9 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
         hs = np.stack([h0] * (T + 1))
     else:
         with _blas_threads(B, H, 1):
-            hs = _rnn_fwd(x, h0, *_transposed(W_ih, W_hh), bias)
+            hs = np.empty((T + 1, B, H), dtype=x.dtype)
+            hs[0] = h0
+            _rnn_fwd(x, hs, *_transposed(W_ih, W_hh), bias)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), saved
 
