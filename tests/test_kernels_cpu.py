@@ -113,16 +113,17 @@ def _check_lstm_against_reference(T, B, I, H, dtype, seed=3):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("threads_from", [0, 1 << 60], ids=["parallel", "one-thread"])
 @pytest.mark.parametrize("width,block_mnk", [(13, 1 << 19), (5, 1 << 19), (1, 1 << 19), (8, 1)])
-def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, width, block_mnk):
+@pytest.mark.parametrize("batch", [3, 1], ids=["batch3", "batch1"])
+def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, width, block_mnk, batch):
     """Every way of cutting a step into blocks gives the reference's answer: one block of all
     13 units, blocks whose last one is narrower (5 + 5 + 3), blocks of one unit, the backward
     product split by gates (BLOCK_MNK = 1), on one thread or on Numba's threads, with the large
-    products split by rows too."""
+    products split by rows too; with BLAS products (batch 3) and matrix-vector loops (batch 1)."""
     monkeypatch.setattr(K, "PARALLEL_FROM", threads_from)
     monkeypatch.setattr(K, "PARALLEL_PRODUCT_FROM", threads_from)
     monkeypatch.setattr(K, "BLOCK_MNK", block_mnk)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
-    _check_lstm_against_reference(6, 3, 5, 13, dtype)
+    _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
 
 @pytest.mark.parametrize("width", [1, 3, 8, 13])
@@ -191,3 +192,29 @@ def test_small_problems_use_one_blas_thread_and_restore_the_setting():
     assert blas_threads() == before
     with K._blas_threads(B=64, H=512, G=4):  # a large product keeps the machine's setting
         assert blas_threads() == before
+
+
+def test_recycled_memory_is_reused_only_once_nothing_refers_to_it():
+    import torch
+
+    r = K._Recycler()
+    shape = (64, 1024)  # 256 KiB of float32: above the size from which buffers are kept
+    a = r.empty(shape, np.float32)
+    view = a[10:]
+    del a
+    b = r.empty(shape, np.float32)
+    assert not np.shares_memory(b, view)  # a view of the first array is alive
+    del view
+    c = r.empty((1024, 64), np.float32)  # the same number of bytes, another shape
+    assert np.shares_memory(c, r.buffers[0])
+    tensor = torch.from_numpy(c)
+    del c
+    assert not any(np.shares_memory(r.empty(shape, np.float32), x) for x in (b, tensor.numpy()))
+    assert r.empty((3,), np.float32).base is None  # small arrays are not kept
+    small_max = K._Recycler()
+    small_max.MAX = 300 << 10
+    kept, extra = small_max.empty(shape, np.float32), small_max.empty(shape, np.float32)
+    assert len(small_max.buffers) == 1 and not np.shares_memory(kept, extra)
+    del kept, extra
+    small_max.empty((256, 512), np.float32)  # 512 KiB: more than MAX on its own, so not kept,
+    assert small_max.buffers == []  # and the free buffer of another size was dropped for it
