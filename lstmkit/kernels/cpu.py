@@ -53,6 +53,10 @@ _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
 # than in the copy it caches on disk, so results changed in the last bit depending on whether
 # the kernel came from the cache; notebooks would then not reproduce their stored outputs.
 _JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"})
+# The blocks of the time loops allocate nothing, and without Numba's runtime (_nrt=False) the
+# views they take of each batch row are not reference-counted: measured, the forward gate loop
+# at B=64, H=32 took 1.27 ms instead of 1.69 ms over T=100 steps. (The caller holds every array.)
+_JIT_BLOCKS = dict(_JIT_GATES, _nrt=False)
 # Compile time (every kernel, cold: ~14 s here, 21 s before these three rules):
 # * helpers called from kernels (the BLAS wrappers) are register_jitable, not @njit: a
 #   dispatcher compiles one copy per combination of *constant* arguments it is called with
@@ -130,6 +134,7 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
 # one call, 496 us in these blocks), so each thread then takes one wide block.
 BLOCK_MNK = 1 << 19
 LARGE_STEP = 1 << 25
+WIDE_FROM_BATCH = 32
 
 
 @register_jitable(**_JIT)
@@ -145,6 +150,23 @@ def _gemm(M, N, K, a, lda, ta, b, ldb, tb, c, ldc, beta, scal):
     op_b = np.int8(84) if tb else np.int8(78)
     _xxgemm(kind, op_b, op_a, N, M, K, scal[0:].ctypes, b.ctypes, ldb, a.ctypes, lda,
             scal[1 + beta:].ctypes, c.ctypes, ldc)
+
+
+_xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
+    types.char, types.char, types.intp, types.intp, types.voidptr, types.voidptr, types.intp,
+    types.voidptr, types.voidptr, types.voidptr))
+
+
+@register_jitable(**_JIT)
+def _gemv(M, N, a, lda, ta, x, y, scal):
+    """Row-major y[M] = op(A) @ x[N]: A is (M, N), or (N, M) with ta, on a flat view with row
+    stride lda (see ``_gemm``). For batch 1, where a matrix product with one row runs far below
+    speed (measured, h @ W_hh^T at H = 512 on one core: 76 us through ?gemm, 45 us through four
+    ?gemv calls on W_hh's own rows, so batch 1 needs no packed copy of the weights either)."""
+    kind = np.int8(115) if a.itemsize == 4 else np.int8(100)  # "s" or "d"
+    op = np.int8(78) if ta else np.int8(84)  # column-major BLAS sees A^T: "N" or "T"
+    m, n = (M, N) if ta else (N, M)
+    _xxgemv(kind, op, m, n, scal[0:].ctypes, a.ctypes, lda, x.ctypes, scal[1:].ctypes, y.ctypes)
 
 
 @register_jitable(**_JIT)
@@ -177,42 +199,19 @@ def _gemm_rows(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
               c[r0 * ldc:], ldc, 0, scal)
 
 
-@register_jitable(**_JIT_GATES)
-def _matvec(W, ldw, rows, cols, v, out):
-    """out[r] = W[r, :cols] . v for r < rows: W flat with row stride ldw, v: (cols,), out: (rows,).
-
-    For batch 1, where a BLAS matrix product with one row runs far below speed (measured here,
-    h @ W_hh^T at H = 512: 76 us through sgemm, 45 us as these dot products). It reads W_hh in
-    its own layout, so batch 1 needs no packed copy of the weights either."""
-    zero = W.dtype.type(0)
-    for r in range(rows):
-        row = W[r * ldw:r * ldw + cols]
-        acc = zero
-        for k in range(cols):
-            acc += row[k] * v[k]
-        out[r] = acc
-
-
-@register_jitable(**_JIT_GATES)
-def _vecmat(v, W, ldw, rows, cols, beta, out):
-    """out = v @ W[:rows, :cols] + beta * out: W flat with row stride ldw, v: (rows,),
-    out: (cols,). The transposed product of ``_matvec``, for backward at batch 1: a sum of W's
-    rows, each a unit-stride loop."""
-    if beta == 0:
-        for c in range(cols):
-            out[c] = 0
-    for r in range(rows):
-        a, row = v[r], W[r * ldw:r * ldw + cols]
-        for c in range(cols):
-            out[c] += a * row[c]
-
-
 def block_width(B: int, H: int, threads: int) -> int:
     """Hidden units per block (see BLOCK_MNK): a block's product in one step is
-    (B x H) @ (H x 4 width). Every thread gets at least one block."""
-    if B == 1 or B * 4 * H * H >= LARGE_STEP:  # _matvec / large products: one block per thread
-        width = H
-    else:  # within BLOCK_MNK, but not narrower than 8 units: tiny products run below speed
+    (B x H) @ (H x 4 width). Every thread gets at least one block.
+
+    Not narrower than 8 units (tiny products run below speed). From WIDE_FROM_BATCH rows, one
+    block per thread: a block's gate loop costs ~150 ns per batch row on top of its arithmetic
+    (setting up the row's views), B * blocks of it per step, which outweighs the faster small
+    products. Measured here for a training step (T=100): B=64, H=128, 24.7 ms in blocks of 16
+    units, 18.9 ms in blocks of 64; B=64, H=256: 90.7 ms in blocks of 8, 69.0 ms in blocks of 128.
+    """
+    if B == 1 or B >= WIDE_FROM_BATCH or B * 4 * H * H >= LARGE_STEP:
+        width = H  # (batch 1: _gemv)
+    else:
         width = max(8, BLOCK_MNK // (4 * B * H))
     return max(1, min(width, -(-H // threads)))
 
@@ -265,7 +264,7 @@ def _pack(W_hh, width, transpose, out):
 # thread.
 
 
-@njit(**_JIT_GATES)
+@njit(**_JIT_BLOCKS)
 def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal):
     T1, B, H = hs.shape
     G = 4 * H
@@ -275,7 +274,7 @@ def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, bias, rec, scal):
     r_blk = rec[B * 4 * j0:B * 4 * (j0 + w)]
     if B == 1:  # Wp is W_hh itself: the block's rows of each gate, times h
         for q in range(4):
-            _matvec(Wp[(q * H + j0) * H:], H, w, H, hs[t, 0], r_blk[q * w:(q + 1) * w])
+            _gemv(w, H, Wp[(q * H + j0) * H:], H, False, hs[t, 0], r_blk[q * w:], scal)
     else:
         _gemm(B, 4 * w, H, hs[t].reshape(B * H), H, False, Wp[G * j0:], 4 * w, False, r_blk, 4 * w, 0, scal)
     b_i, b_f = bias[j0:j0 + w], bias[H + j0:H + j0 + w]
@@ -329,14 +328,14 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, loop_threads, product_thr
                 _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, bias, rec, scal)
 
 
-@njit(**_JIT_GATES)
+@njit(**_JIT_BLOCKS)
 def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, gates, cs, Wp, scal):
     T, B, G = dA.shape
     H = G // 4
     w = min(width, H - j0)
     one = dA.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
-    if t < T - 1 and B == 1:  # Wp is W_hh itself (see _lstm_fwd_block)
-        _vecmat(dA[t + 1, 0], Wp[j0:], H, G, w, 0, dh[0, j0:j0 + w])
+    if t < T - 1 and B == 1:  # Wp is W_hh itself (see _packed)
+        _gemv(w, G, Wp[j0:], H, True, dA[t + 1, 0], dh[0, j0:], scal)
     elif t < T - 1:  # dh[:, j0 : j0 + w] = dA[t + 1] @ W_hh[:, j0 : j0 + w], as a sum of
         # products over K rows of W_hh at a time (K = 4H: one product)
         dA_next, dh_f, wp = dA[t + 1].reshape(B * G), dh.reshape(B * H), Wp[G * j0:]
@@ -556,7 +555,7 @@ _recycled = _Recycler()
 
 def _packed(W_hh, width: int, forward: bool, B: int) -> np.ndarray:
     """W_hh packed for the time loop's blocks (see ``_pack``), in a per-thread workspace; at
-    batch 1 the loop reads W_hh itself (see ``_matvec``)."""
+    batch 1 the loop reads W_hh itself (see ``_gemv``)."""
     if B == 1:
         return W_hh.reshape(-1)
     Wp = _workspace("W_hh forward" if forward else "W_hh backward", W_hh.size, W_hh.dtype)
