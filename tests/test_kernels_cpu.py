@@ -221,3 +221,11 @@ def test_recycled_memory_is_reused_only_once_nothing_refers_to_it():
     del kept, extra
     small_max.empty((256, 512), np.float32)  # 512 KiB: more than MAX on its own, so not kept,
     assert small_max.buffers == []  # and the free buffer of another size was dropped for it
+
+
+def test_backward_uses_up_saved_and_says_so_when_called_again():
+    a = layer_args("lstm", 4, 2, 3, 5, dtype=np.float32)
+    saved = K.lstm_forward(**a)[-1]
+    K.lstm_backward(None, None, None, saved)
+    with pytest.raises(RuntimeError, match="used up by an earlier lstm_backward"):
+        K.lstm_backward(None, None, None, saved)
