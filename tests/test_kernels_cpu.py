@@ -120,6 +120,7 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, wi
     product split by gates (BLOCK_MNK = 1), on one thread or on Numba's threads, with the large
     products split by rows too; with BLAS products (batch 3) and matrix-vector loops (batch 1)."""
     monkeypatch.setattr(K, "PARALLEL_FROM", threads_from)
+    monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", threads_from)
     monkeypatch.setattr(K, "PARALLEL_PRODUCT_FROM", threads_from)
     monkeypatch.setattr(K, "BLOCK_MNK", block_mnk)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)

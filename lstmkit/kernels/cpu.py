@@ -5,10 +5,10 @@ organised for speed instead of for reading:
 
 * the input projection of all T steps is ONE matrix product (T*B, I) x (I, G*H) before the
   time loop; only the recurrent product h_{t-1} W_hh^T stays inside it;
-* biases are summed once (b_ih + b_hh) and added inside the fused loop;
-* one loop over (batch, hidden unit) does the bias add, all gate nonlinearities, the cell
-  update and the output, and overwrites the pre-activations with the gate values that
-  backward needs, so nothing is allocated per step;
+* biases are summed once (b_ih + b_hh) and added to that projection;
+* one loop over (batch, hidden unit) does all gate nonlinearities, the cell update and the
+  output, and overwrites the pre-activations with the gate values that backward needs, so
+  nothing is allocated per step;
 * backward keeps every step's gate gradients in one (T*B, G*H) buffer, so dW_ih, dW_hh, dx
   and the biases' gradient are one matrix product each, after the time loop.
 
@@ -17,11 +17,16 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
 * each step is cut into blocks of hidden units. A block's recurrent product is small enough
   for BLAS's fast path for small matrices (see ``BLOCK_MNK``), reads weights packed once per
   call into the block's own compact layout, and is followed by the block's gate math, so
-  blocks never wait for each other within a step;
+  blocks never wait for each other within a step. At batch 1 the products are BLAS
+  matrix-vector products on W_hh itself (``_gemv``);
+* the recurrent product is added into the step's pre-activations before the gate loop, and
+  backward writes its gradients over the saved gate values: the gate loops then touch few
+  arrays, which is what lets LLVM vectorise them cheaply for every batch row;
 * from ``PARALLEL_FROM`` multiply-adds per step, the blocks of a step run on Numba's threads
   (``prange``), and from ``PARALLEL_PRODUCT_FROM`` the large products split their rows between
   the threads. BLAS itself runs on one thread, so the two thread pools never compete for the
-  cores.
+  cores;
+* large arrays come from a recycler (``_Recycler``) that reuses their memory from call to call.
 
 Transcendentals: pip's llvmlite has no vector math library, so ``math.tanh`` in a loop is a
 scalar call that blocks SIMD. In float32 the kernels use a clamped rational tanh (the
@@ -503,7 +508,11 @@ def _blas_controller():
 # LSTM: per-step multiply-adds (B * 4H * H) from which the time loop runs on Numba's threads
 # (each step is then a parallel region, ~2 us to start), and multiply-adds from which one of
 # the large products (input projection, weight gradients) does (one region per product).
-PARALLEL_FROM = 1 << 19  # e.g. B=8, H=128 or B=32, H=64
+# Measured here (training step, T=100, one thread against two): B=16, H=128 (2^20): 5.9 ms
+# against 7.8 ms; B=16, H=256 (2^22): 21.7 ms against 17.8 ms. At batch 1 the products read
+# W_hh from memory, and two cores read it faster: B=1, H=512 (2^20), forward: 5.9 ms against 4.5 ms.
+PARALLEL_FROM = 1 << 22  # e.g. B=16, H=256 or B=64, H=128
+PARALLEL_FROM_BATCH1 = 1 << 19  # H >= 363
 PARALLEL_PRODUCT_FROM = 1 << 21
 
 
@@ -624,10 +633,11 @@ def _summed_bias(b_ih, b_hh, rows, dtype):
 def _plan(B: int, H: int) -> tuple[int, int]:
     """(threads, block width) for one LSTM time loop.
 
-    The time loop uses threads from PARALLEL_FROM multiply-adds per step: below that a
-    parallel region per step (~2 us to start) costs more than it saves.
+    The time loop uses threads from PARALLEL_FROM multiply-adds per step (PARALLEL_FROM_BATCH1
+    at batch 1): below that a parallel region per step costs more than it saves.
     """
-    threads = get_num_threads() if B * 4 * H * H >= PARALLEL_FROM else 1
+    start = PARALLEL_FROM_BATCH1 if B == 1 else PARALLEL_FROM
+    threads = get_num_threads() if B * 4 * H * H >= start else 1
     return threads, block_width(B, H, threads)
 
 
