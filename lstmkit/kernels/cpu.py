@@ -280,7 +280,9 @@ def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, rec, scal):
     # each other before its vectorised loop, once per batch row (measured at B=64, w=64: 57 ns
     # per row instead of 300 ns). BLAS adds them itself (beta = 1) where it can.
     a_t = gates[t].reshape(B * G)
-    if B == 1:  # Wp is W_hh itself: the block's rows of gate q, times h
+    if B == 1 and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
+        _gemv(G, H, Wp, H, False, hs[t, 0], a_t, 1, scal)
+    elif B == 1:  # the block's rows of each gate q, times h
         for q in range(4):
             _gemv(w, H, Wp[(q * H + j0) * H:], H, False, hs[t, 0], a_t[q * H + j0:], 1, scal)
     elif w == H:  # one block: its packed W_hh^T has the columns of gates[t]
