@@ -139,7 +139,6 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
 # one call, 496 us in these blocks), so each thread then takes one wide block.
 BLOCK_MNK = 1 << 19
 LARGE_STEP = 1 << 25
-WIDE_FROM_BATCH = 32
 
 
 @register_jitable(**_JIT)
@@ -165,9 +164,11 @@ _xxgemv = types.ExternalFunction("numba_xxgemv", types.intc(
 @register_jitable(**_JIT)
 def _gemv(M, N, a, lda, ta, x, y, beta, scal):
     """Row-major y[M] = op(A) @ x[N] + beta * y: A is (M, N), or (N, M) with ta, on a flat view
-    with row stride lda (see ``_gemm``). For batch 1, where a matrix product with one row runs far below
-    speed (measured, h @ W_hh^T at H = 512 on one core: 76 us through ?gemm, 45 us through four
-    ?gemv calls on W_hh's own rows, so batch 1 needs no packed copy of the weights either)."""
+    with row stride lda (see ``_gemm``).
+
+    For batch 1, where a matrix product with one row runs far below speed (measured, h @ W_hh^T
+    at H = 512 on one core: 76 us through ?gemm, 45 us through four ?gemv calls on W_hh's own
+    rows), and which then needs no packed copy of the weights either."""
     kind = np.int8(115) if a.itemsize == 4 else np.int8(100)  # "s" or "d"
     op = np.int8(78) if ta else np.int8(84)  # column-major BLAS sees A^T: "N" or "T"
     m, n = (M, N) if ta else (N, M)
@@ -206,16 +207,10 @@ def _gemm_rows(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
 
 def block_width(B: int, H: int, threads: int) -> int:
     """Hidden units per block (see BLOCK_MNK): a block's product in one step is
-    (B x H) @ (H x 4 width). Every thread gets at least one block.
-
-    Not narrower than 8 units (tiny products run below speed). From WIDE_FROM_BATCH rows, one
-    block per thread: a block's gate loop costs ~150 ns per batch row on top of its arithmetic
-    (setting up the row's views), B * blocks of it per step, which outweighs the faster small
-    products. Measured here for a training step (T=100): B=64, H=128, 24.7 ms in blocks of 16
-    units, 18.9 ms in blocks of 64; B=64, H=256: 90.7 ms in blocks of 8, 69.0 ms in blocks of 128.
-    """
-    if B == 1 or B >= WIDE_FROM_BATCH or B * 4 * H * H >= LARGE_STEP:
-        width = H  # (batch 1: _gemv)
+    (B x H) @ (H x 4 width). Every thread gets at least one block. Not narrower than 8 units:
+    tiny products run below speed. (At batch 1, one block per thread: see ``_gemv``.)"""
+    if B == 1 or B * 4 * H * H >= LARGE_STEP:
+        width = H
     else:
         width = max(8, BLOCK_MNK // (4 * B * H))
     return max(1, min(width, -(-H // threads)))
