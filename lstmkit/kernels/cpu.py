@@ -57,11 +57,10 @@ _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
 # instruction). With it, LLVM fused the backward loop differently when compiling in-process
 # than in the copy it caches on disk, so results changed in the last bit depending on whether
 # the kernel came from the cache; notebooks would then not reproduce their stored outputs.
-_JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"})
-# The blocks of the time loops allocate nothing, and without Numba's runtime (_nrt=False) the
-# views they take of each batch row are not reference-counted: measured, the forward gate loop
-# at B=64, H=32 took 1.27 ms instead of 1.69 ms over T=100 steps. (The caller holds every array.)
-_JIT_BLOCKS = dict(_JIT_GATES, _nrt=False)
+# They allocate nothing, and without Numba's runtime (_nrt=False) the views they take of each
+# batch row are not reference-counted: measured, the forward gate loop at B=64, H=32 took
+# 1.27 ms instead of 1.69 ms over T=100 steps. (The caller holds every array.)
+_JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"}, _nrt=False)
 # Compile time (every kernel, cold: ~14 s here, 21 s before these three rules):
 # * helpers called from kernels (the BLAS wrappers) are register_jitable, not @njit: a
 #   dispatcher compiles one copy per combination of *constant* arguments it is called with
@@ -264,7 +263,7 @@ def _pack(W_hh, width, transpose, out):
 # thread.
 
 
-@njit(**_JIT_BLOCKS)
+@njit(**_JIT_GATES)
 def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, rec, scal):
     T1, B, H = hs.shape
     G = 4 * H
@@ -352,7 +351,7 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, loop_threads, product_thr
                 _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, rec, scal)
 
 
-@njit(**_JIT_BLOCKS)
+@njit(**_JIT_GATES)
 def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, cs, Wp, scal):
     T, B, G = dA.shape
     H = G // 4
