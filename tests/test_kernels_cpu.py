@@ -154,18 +154,21 @@ def test_block_width_keeps_products_small_and_feeds_every_thread():
     assert K.block_width(16, 512, 2) == 16  # otherwise within BLOCK_MNK
 
 
-def test_workspaces_are_reused_per_thread_and_grow():
+def test_recycled_memory_is_reused_per_thread():
     import threading
 
-    a = K._workspace("test", 10, np.float32)
-    assert K._workspace("test", 8, np.float32).base is a.base  # reused, not reallocated
-    assert K._workspace("test", 20, np.float32).size == 20
-    assert K._workspace("test", 5, np.float64).dtype == np.float64
+    r = K._Recycler()  # one pool per thread, as the kernels' own K._recycled
+    shape = (64, 1024)  # 256 KiB of float32: above the size from which buffers are kept
+    address = lambda arr: arr.__array_interface__["data"][0]
+    first = address(r.empty(shape, np.float32))  # dropped at once: its buffer is free again
+    assert address(r.empty(shape, np.float32)) == first  # reused, not reallocated:
+    assert len(r.buffers) == 1  # the pool still holds one buffer
+    assert r.empty((32, 1024), np.float64).dtype == np.float64
     other = []
-    t = threading.Thread(target=lambda: other.append(K._workspace("test", 10, np.float32)))
+    t = threading.Thread(target=lambda: other.append(r.empty(shape, np.float32)))
     t.start()
     t.join()
-    assert not np.shares_memory(other[0], K._workspace("test", 10, np.float32))
+    assert not np.shares_memory(other[0], r.empty(shape, np.float32))
 
 
 def test_concurrent_calls_from_threads_give_each_its_own_answer():
