@@ -127,6 +127,56 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, wi
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_each_thread_tries_every_block_once_its_own_first(blocks, n):
+    shares = []
+    for p in range(n):
+        order = [K._nth_block(k, p, n, blocks) for k in range(blocks)]
+        assert sorted(order) == list(range(blocks))
+        own = list(range(blocks * p // n, blocks * (p + 1) // n))
+        assert order[:len(own)] == own
+        shares += own
+    assert sorted(shares) == list(range(blocks))  # the shares cover the blocks once
+
+
+@pytest.mark.parametrize("batch", [3, 1])
+@pytest.mark.parametrize("shares,numba_threads", [(2, 2), (3, 2), (4, 1)])
+def test_threaded_time_loops_finish_and_agree_however_shares_are_scheduled(
+        monkeypatch, batch, shares, numba_threads):
+    """The threads of a time loop wait for each other at every step. Cut into more shares than
+    Numba has threads, some thread runs several shares in turn (with one thread, all of them
+    one after the other): the loop must still finish, with the same answer as on one thread,
+    bit for bit, whoever ran which block."""
+    import threading
+
+    from numba import set_num_threads
+
+    monkeypatch.setattr(K, "block_width", lambda B, H, threads: 3)  # 5 blocks of the 13 units
+    monkeypatch.setattr(K, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", 0)
+    a = layer_args("lstm", 7, batch, 5, 13, dtype=np.float32, seed=2)
+    up = output_grads("lstm", 7, batch, 13, dtype=np.float32, seed=3)
+
+    def run(results):
+        set_num_threads(numba_threads)  # per thread in Numba, so set in the thread that runs
+        y, h, c, saved = K.lstm_forward(**a)
+        results += [y, h, c, *K.lstm_backward(*up, saved).values()]
+
+    monkeypatch.setattr(K, "get_num_threads", lambda: 1)
+    alone: list = []
+    run(alone)
+    monkeypatch.setattr(K, "get_num_threads", lambda: shares)
+    shared: list = []
+    worker = threading.Thread(target=run, args=(shared,), daemon=True)  # so a hang fails the test
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the threaded time loop did not finish"
+    assert len(shared) == len(alone)
+    for ours, one in zip(shared, alone):
+        np.testing.assert_array_equal(ours, one)
+
+
 @pytest.mark.parametrize("width", [1, 3, 8, 13])
 def test_packed_weights_hold_each_blocks_slices(width):
     """The packed layouts that the time loops read, against slicing W_hh directly."""
@@ -216,7 +266,9 @@ def test_recycled_memory_is_reused_only_once_nothing_refers_to_it():
     tensor = torch.from_numpy(c)
     del c
     assert not any(np.shares_memory(r.empty(shape, np.float32), x) for x in (b, tensor.numpy()))
-    assert r.empty((3,), np.float32).base is None  # small arrays are not kept
+    kept = len(r.buffers)
+    small = r.empty((3,), np.float32)  # small arrays are not kept
+    assert len(r.buffers) == kept and not any(np.shares_memory(small, x) for x in r.buffers)
     small_max = K._Recycler()
     small_max.MAX = 300 << 10
     kept, extra = small_max.empty(shape, np.float32), small_max.empty(shape, np.float32)
@@ -224,6 +276,20 @@ def test_recycled_memory_is_reused_only_once_nothing_refers_to_it():
     del kept, extra
     small_max.empty((256, 512), np.float32)  # 512 KiB: more than MAX on its own, so not kept,
     assert small_max.buffers == []  # and the free buffer of another size was dropped for it
+
+
+@pytest.mark.parametrize("shape", [(3,), (5, 7), (64, 1024), (1000, 33)])
+def test_recycled_arrays_start_on_a_cache_line(shape):
+    """Threads writing neighbouring blocks of a row must not share cache lines; that needs
+    rows that start on one, which malloc (16-byte alignment) does not give."""
+    r = K._Recycler()
+    for dtype in (np.float32, np.float64):
+        arrays = [r.empty(shape, dtype) for _ in range(3)]  # new buffers
+        del arrays[1:]
+        arrays += [r.empty(shape, dtype) for _ in range(2)]  # reused ones, where kept
+        for a in arrays:
+            assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+            assert a.ctypes.data % r.LINE == 0
 
 
 def test_backward_uses_up_saved_and_says_so_when_called_again():

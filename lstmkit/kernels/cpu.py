@@ -22,10 +22,11 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
 * the recurrent product is added into the step's pre-activations before the gate loop, and
   backward writes its gradients over the saved gate values: the gate loops then touch few
   arrays, which is what lets LLVM vectorise them cheaply for every batch row;
-* from ``PARALLEL_FROM`` multiply-adds per step, the blocks of a step run on Numba's threads
-  (``prange``), and from ``PARALLEL_PRODUCT_FROM`` the large products split their rows between
-  the threads. BLAS itself runs on one thread, so the two thread pools never compete for the
-  cores;
+* from ``PARALLEL_FROM`` multiply-adds per step, the blocks of a step run on Numba's threads,
+  in ONE parallel region for the whole time loop, whose threads wait for each other at the end
+  of every step (``lstmkit.kernels.sync``); from ``PARALLEL_PRODUCT_FROM`` the large products
+  split their rows between the threads. BLAS itself runs on one thread, so the two thread pools
+  never compete for the cores;
 * large arrays come from a recycler (``_Recycler``) that reuses their memory from call to call.
 
 Transcendentals: pip's llvmlite has no vector math library, so ``math.tanh`` in a loop is a
@@ -48,6 +49,7 @@ from numba import get_num_threads, njit, prange, types
 from numba.extending import overload, register_jitable
 
 from lstmkit import _checks
+from lstmkit.kernels.sync import claim, count_done, wait_until
 
 __all__ = ["lstm_forward", "lstm_backward", "rnn_forward", "rnn_backward", "tanh", "sigmoid",
            "compile_all"]
@@ -257,56 +259,83 @@ def _pack(W_hh, width, transpose, out):
 # Each step is split into blocks of hidden units. A block owns its units' columns of all four
 # gates, so at step t it runs its products and then its gate math without waiting for the
 # other blocks; the only synchronisation is the end of the step (step t+1 needs all of h_t).
-# The drivers run the blocks of a step in a loop on one thread (small problems, where a
-# parallel region costs more than the step) or with prange, and split the large products (the
-# input projection, the weight gradients) by rows between threads. BLAS itself runs on one
-# thread.
+# The drivers run the time loop on one thread (small problems), or on all of Numba's threads
+# in one parallel region, where at each step every thread runs the blocks it claims and then
+# waits for the rest (see lstmkit.kernels.sync; opening a region per step instead cost ~1 us
+# a step, as much as a whole small step). They split the large products (the input
+# projection, the weight gradients) by rows between threads. BLAS itself runs on one thread.
+
+
+@register_jitable(**_JIT)
+def _nth_block(k, p, n, blocks):
+    """The k-th block that thread p of n tries to claim in a step: first its own share of the
+    blocks, in order (so that each thread keeps reading the same weights, which stay in its
+    cache), then the other threads' blocks from the far end (a late thread's last ones)."""
+    lo, hi = blocks * p // n, blocks * (p + 1) // n
+    if k < hi - lo:
+        return lo + k
+    k -= hi - lo
+    return blocks - 1 - k if k < blocks - hi else lo - 1 - (k - (blocks - hi))
 
 
 @njit(**_JIT_GATES)
-def _lstm_fwd_block(t, j0, width, gates, hs, cs, Wp, rec, scal):
+def _lstm_fwd_steps(p, n, width, gates, hs, cs, Wp, rec, taken, done, scal):
+    """Thread p of n's part of the forward time loop (n = 1: all of it): at each step, the
+    blocks of `width` units that it claims (see ``lstmkit.kernels.sync``), after which it waits
+    for the step's other blocks. taken: (T * blocks,), done: (T,), int32 zeros on entry.
+    (One function, blocks inlined: each level of calls added ~0.3 s of compile time.)"""
     T1, B, H = hs.shape
     G = 4 * H
-    w = min(width, H - j0)
-    # The block's recurrent pre-activations, h_{t-1} @ (its packed slice of W_hh^T), are added
-    # to its four column ranges of gates[t], which hold x_t W_ih^T + bias, before the gate loop:
-    # that loop then reads one array instead of three, and has fewer pointers to check against
-    # each other before its vectorised loop, once per batch row (measured at B=64, w=64: 57 ns
-    # per row instead of 300 ns). BLAS adds them itself (beta = 1) where it can.
-    a_t = gates[t].reshape(B * G)
-    if B == 1 and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
-        _gemv(G, H, Wp, H, False, hs[t, 0], a_t, 1, scal)
-    elif B == 1:  # the block's rows of each gate q, times h
-        for q in range(4):
-            _gemv(w, H, Wp[(q * H + j0) * H:], H, False, hs[t, 0], a_t[q * H + j0:], 1, scal)
-    elif w == H:  # one block: its packed W_hh^T has the columns of gates[t]
-        _gemm(B, G, H, hs[t].reshape(B * H), H, False, Wp, G, False, a_t, G, 1, scal)
-    else:  # one product into the scratch rec (four would be slower), then added row by row
-        r_blk = rec[B * 4 * j0:B * 4 * (j0 + w)]
-        _gemm(B, 4 * w, H, hs[t].reshape(B * H), H, False, Wp[G * j0:], 4 * w, False, r_blk, 4 * w, 0, scal)
-        for b in range(B):
-            for q in range(4):
-                k = b * G + q * H + j0
-                a_q, r_q = a_t[k:k + w], r_blk[(4 * b + q) * w:(4 * b + q + 1) * w]
+    blocks = -(-H // width)
+    for t in range(T1 - 1):
+        for k in range(blocks):
+            blk = _nth_block(k, p, n, blocks)
+            if n > 1 and not claim(taken, t * blocks + blk):
+                continue
+            j0 = blk * width
+            w = min(width, H - j0)
+            # The block's recurrent pre-activations, h_{t-1} @ (its packed slice of W_hh^T),
+            # are added to its four column ranges of gates[t], which hold x_t W_ih^T + bias,
+            # before the gate loop: that loop then reads one array instead of three, and has
+            # fewer pointers to check against each other before its vectorised loop, once per
+            # batch row (measured at B=64, w=64: 57 ns per row instead of 300 ns). BLAS adds
+            # them itself (beta = 1) where it can.
+            a_t, h_t = gates[t].reshape(B * G), hs[t].reshape(B * H)
+            if B == 1 and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
+                _gemv(G, H, Wp, H, False, h_t, a_t, 1, scal)
+            elif B == 1:  # the block's rows of each gate q, times h
+                for q in range(4):
+                    _gemv(w, H, Wp[(q * H + j0) * H:], H, False, h_t, a_t[q * H + j0:], 1, scal)
+            elif w == H:  # one block: its packed W_hh^T has the columns of gates[t]
+                _gemm(B, G, H, h_t, H, False, Wp, G, False, a_t, G, 1, scal)
+            else:  # one product into the scratch rec (four would be slower), added row by row
+                r_blk = rec[B * 4 * j0:B * 4 * (j0 + w)]
+                _gemm(B, 4 * w, H, h_t, H, False, Wp[G * j0:], 4 * w, False, r_blk, 4 * w, 0, scal)
+                for b in range(B):
+                    for q in range(4):
+                        c0 = b * G + q * H + j0
+                        a_q, r_q = a_t[c0:c0 + w], r_blk[(4 * b + q) * w:(4 * b + q + 1) * w]
+                        for j in range(w):
+                            a_q[j] += r_q[j]
+            for b in range(B):
+                # One 1-D view per gate: LLVM vectorises this loop only when each operand is a
+                # plain unit-stride pointer (measured: 2.4 us per step at B=16, H=128, against
+                # 24 us for the same loop indexing 2-D arrays at offsets H, 2H, 3H).
+                a = gates[t, b]
+                a_i, a_f = a[j0:j0 + w], a[H + j0:H + j0 + w]
+                a_g, a_o = a[2 * H + j0:2 * H + j0 + w], a[3 * H + j0:3 * H + j0 + w]
+                c_prev, c_new, h_new = cs[t, b, j0:j0 + w], cs[t + 1, b, j0:j0 + w], hs[t + 1, b, j0:j0 + w]
                 for j in range(w):
-                    a_q[j] += r_q[j]
-    for b in range(B):
-        # One 1-D view per gate: LLVM vectorises this loop only when each operand is a
-        # plain unit-stride pointer (measured: 2.4 us per step at B=16, H=128, against
-        # 24 us for the same loop indexing 2-D arrays at offsets H, 2H, 3H).
-        a = gates[t, b]
-        a_i, a_f = a[j0:j0 + w], a[H + j0:H + j0 + w]
-        a_g, a_o = a[2 * H + j0:2 * H + j0 + w], a[3 * H + j0:3 * H + j0 + w]
-        c_prev, c_new, h_new = cs[t, b, j0:j0 + w], cs[t + 1, b, j0:j0 + w], hs[t + 1, b, j0:j0 + w]
-        for j in range(w):
-            i = sigmoid(a_i[j])
-            f = sigmoid(a_f[j])
-            g = tanh(a_g[j])
-            o = sigmoid(a_o[j])
-            c = f * c_prev[j] + i * g
-            a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
-            c_new[j] = c
-            h_new[j] = o * tanh(c)
+                    i = sigmoid(a_i[j])
+                    f = sigmoid(a_f[j])
+                    g = tanh(a_g[j])
+                    o = sigmoid(a_o[j])
+                    c = f * c_prev[j] + i * g
+                    a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
+                    c_new[j] = c
+                    h_new[j] = o * tanh(c)
+            count_done(done, t)
+        wait_until(done, t, blocks)
 
 
 @register_jitable(**_JIT)
@@ -325,14 +354,14 @@ def _project(p, n, x, W_ih, bias, gates, scal):
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, loop_threads, product_threads):
+def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, loop_threads, product_threads):
     """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
-    for blocks of `width` units. The projection's rows are split over product_threads threads,
-    each step's blocks over loop_threads (1: no parallel region at all)."""
+    for blocks of `width` units; counters: ``_counters(T, H, width)``. The projection's rows are
+    split over product_threads threads, each step's blocks over loop_threads (1: no parallel
+    region at all)."""
     T, B, I = x.shape
     G = W_ih.shape[0]
-    H = G // 4
     scal = _blas_scalars(x.dtype)
     n = product_threads
     if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
@@ -341,51 +370,62 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, loop_threads, product_thr
         for p in prange(n):
             _project(p, n, x, W_ih, bias, gates, scal)
     rec = np.empty(B * G, dtype=x.dtype)
-    blocks = -(-H // width)
-    for t in range(T):
-        if loop_threads == 1:
-            for blk in range(blocks):
-                _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, rec, scal)
-        else:
-            for blk in prange(blocks):
-                _lstm_fwd_block(t, blk * width, width, gates, hs, cs, Wp, rec, scal)
+    taken, done = counters[T:], counters[:T]
+    n = loop_threads
+    if n == 1:
+        _lstm_fwd_steps(np.int64(0), n, width, gates, hs, cs, Wp, rec, taken, done, scal)
+    else:
+        for p in prange(n):  # one parallel region for the whole time loop
+            _lstm_fwd_steps(np.int64(p), n, width, gates, hs, cs, Wp, rec, taken, done, scal)
 
 
 @njit(**_JIT_GATES)
-def _lstm_bwd_block(t, j0, width, K, dy, dh, dc, dA, cs, Wp, scal):
+def _lstm_bwd_steps(p, n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal):
+    """Thread p of n's part of the backward time loop, as in ``_lstm_fwd_steps``."""
     T, B, G = dA.shape
     H = G // 4
-    w = min(width, H - j0)
+    blocks = -(-H // width)
     one = dA.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
-    if t < T - 1 and B == 1:  # Wp is W_hh itself (see _packed)
-        _gemv(w, G, Wp[j0:], H, True, dA[t + 1, 0], dh[0, j0:], 0, scal)
-    elif t < T - 1:  # dh[:, j0 : j0 + w] = dA[t + 1] @ W_hh[:, j0 : j0 + w], as a sum of
-        # products over K rows of W_hh at a time (K = 4H: one product)
-        dA_next, dh_f, wp = dA[t + 1].reshape(B * G), dh.reshape(B * H), Wp[G * j0:]
-        for k0 in range(0, G, K):
-            _gemm(B, w, K, dA_next[k0:], G, False, wp[k0 * w:], w, False, dh_f[j0:], H, min(k0, 1), scal)
-    # dA[t] holds the gate values, which the loop below overwrites with their gradients, and
-    # dy goes into dh first: the loop then has fewer pointers to check (see _lstm_fwd_block).
-    for b in range(B):
-        dh_b, dy_b = dh[b, j0:j0 + w], dy[t, b, j0:j0 + w]
-        for j in range(w):
-            dh_b[j] += dy_b[j]
-    for b in range(B):
-        d = dA[t, b]  # 1-D views per gate, as in _lstm_fwd_block, for SIMD
-        d_i, d_f = d[j0:j0 + w], d[H + j0:H + j0 + w]
-        d_g, d_o = d[2 * H + j0:2 * H + j0 + w], d[3 * H + j0:3 * H + j0 + w]
-        c_prev, c_new = cs[t, b, j0:j0 + w], cs[t + 1, b, j0:j0 + w]
-        dh_b, dc_b = dh[b, j0:j0 + w], dc[b, j0:j0 + w]
-        for j in range(w):
-            i, f, g, o = d_i[j], d_f[j], d_g[j], d_o[j]
-            tc = tanh(c_new[j])  # recomputed rather than stored: saves T*B*H floats
-            dh_j = dh_b[j]
-            dc_j = dc_b[j] + dh_j * o * (one - tc * tc)
-            d_i[j] = dc_j * g * i * (one - i)
-            d_f[j] = dc_j * c_prev[j] * f * (one - f)
-            d_g[j] = dc_j * i * (one - g * g)
-            d_o[j] = dh_j * tc * o * (one - o)
-            dc_b[j] = dc_j * f
+    for t in range(T - 1, -1, -1):
+        for k in range(blocks):
+            blk = _nth_block(k, p, n, blocks)
+            if n > 1 and not claim(taken, t * blocks + blk):
+                continue
+            j0 = blk * width
+            w = min(width, H - j0)
+            if t < T - 1 and B == 1:  # Wp is W_hh itself (see _packed)
+                _gemv(w, G, Wp[j0:], H, True, dA[t + 1, 0], dh[0, j0:], 0, scal)
+            elif t < T - 1:  # dh[:, j0 : j0 + w] = dA[t + 1] @ W_hh[:, j0 : j0 + w], as a sum
+                # of products over K rows of W_hh at a time (K = 4H: one product)
+                dA_next, dh_f, wp = dA[t + 1].reshape(B * G), dh.reshape(B * H), Wp[G * j0:]
+                for k0 in range(0, G, K):
+                    _gemm(B, w, K, dA_next[k0:], G, False, wp[k0 * w:], w, False, dh_f[j0:], H,
+                          min(k0, 1), scal)
+            # dA[t] holds the gate values, which the loop below overwrites with their gradients,
+            # and dy goes into dh first: the loop then has fewer pointers to check (see
+            # _lstm_fwd_steps).
+            for b in range(B):
+                dh_b, dy_b = dh[b, j0:j0 + w], dy[t, b, j0:j0 + w]
+                for j in range(w):
+                    dh_b[j] += dy_b[j]
+            for b in range(B):
+                d = dA[t, b]  # 1-D views per gate, as in _lstm_fwd_steps, for SIMD
+                d_i, d_f = d[j0:j0 + w], d[H + j0:H + j0 + w]
+                d_g, d_o = d[2 * H + j0:2 * H + j0 + w], d[3 * H + j0:3 * H + j0 + w]
+                c_prev, c_new = cs[t, b, j0:j0 + w], cs[t + 1, b, j0:j0 + w]
+                dh_b, dc_b = dh[b, j0:j0 + w], dc[b, j0:j0 + w]
+                for j in range(w):
+                    i, f, g, o = d_i[j], d_f[j], d_g[j], d_o[j]
+                    tc = tanh(c_new[j])  # recomputed rather than stored: saves T*B*H floats
+                    dh_j = dh_b[j]
+                    dc_j = dc_b[j] + dh_j * o * (one - tc * tc)
+                    d_i[j] = dc_j * g * i * (one - i)
+                    d_f[j] = dc_j * c_prev[j] * f * (one - f)
+                    d_g[j] = dc_j * i * (one - g * g)
+                    d_o[j] = dh_j * tc * o * (one - o)
+                    dc_b[j] = dc_j * f
+            count_done(done, t)
+        wait_until(done, t, blocks)
 
 
 @register_jitable(**_JIT)
@@ -407,24 +447,22 @@ def _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, sc
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, loop_threads, product_threads,
+def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, loop_threads, product_threads,
               dx, dW_ih, dW_hh, db):
     """Backward through time. dh, dc: (B, H), dh_n and dc_n on entry, dh_0 and dc_0 on return;
     dA: (T, B, 4H), the forward pass's gate values on entry, overwritten with every step's
     gradients w.r.t. the pre-activations; Wp: W_hh packed for blocks of `width` units; K: rows
     of W_hh per product in the blocks. Fills in dx, dW_ih, dW_hh and db (the bias gradient;
     zeros on entry). Threads as in ``_lstm_fwd``."""
-    T, B, G = dA.shape
-    H = G // 4
+    T = dA.shape[0]
     scal = _blas_scalars(x.dtype)
-    blocks = -(-H // width)
-    for t in range(T - 1, -1, -1):
-        if loop_threads == 1:
-            for blk in range(blocks):
-                _lstm_bwd_block(t, blk * width, width, K, dy, dh, dc, dA, cs, Wp, scal)
-        else:
-            for blk in prange(blocks):
-                _lstm_bwd_block(t, blk * width, width, K, dy, dh, dc, dA, cs, Wp, scal)
+    taken, done = counters[T:], counters[:T]
+    n = loop_threads
+    if n == 1:
+        _lstm_bwd_steps(np.int64(0), n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal)
+    else:  # as in _lstm_fwd
+        for p in prange(n):
+            _lstm_bwd_steps(np.int64(p), n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal)
     n = product_threads
     # Small problems never enter a parallel region: it costs more than they take, and Numba's
     # threading layers are not all safe to enter from several Python threads at once.
@@ -452,7 +490,7 @@ def _rnn_fwd(x, hs, W_ihT, W_hhT, bias):
         _gemm(B, H, H, hs[t].reshape(B * H), H, False, W_hhT.reshape(H * H), H, False,
               rec.reshape(B * H), H, 0, scal)
         for b in range(B):
-            p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd_block
+            p, r, h_new = pre[t, b], rec[b], hs[t + 1, b]  # 1-D views: see _lstm_fwd_steps
             for j in range(H):
                 h_new[j] = tanh(p[j] + r[j] + bias[j])
 
@@ -502,13 +540,14 @@ def _blas_controller():
 
 
 # LSTM: per-step multiply-adds (B * 4H * H) from which the time loop runs on Numba's threads
-# (each step is then a parallel region, ~2 us to start), and multiply-adds from which one of
-# the large products (input projection, weight gradients) does (one region per product).
-# Measured here (training step, T=100, one thread against two): B=16, H=128 (2^20): 5.9 ms
-# against 7.8 ms; B=16, H=256 (2^22): 21.7 ms against 17.8 ms. At batch 1 the products read
-# W_hh from memory, and two cores read it faster: B=1, H=512 (2^20), forward: 5.9 ms against 4.5 ms.
-PARALLEL_FROM = 1 << 22  # e.g. B=16, H=256 or B=64, H=128
-PARALLEL_FROM_BATCH1 = 1 << 19  # H >= 363
+# (the threads then meet at every step, ~0.1 us), and multiply-adds from which one of the
+# large products (input projection, weight gradients) does (one region per product).
+# Measured here, forward over T=100 on one thread against two: B=16, H=32 (2^16): 0.205 ms
+# against 0.204 ms; B=16, H=64 (2^17): 0.53 ms against 0.44 ms; B=64, H=32 (2^17): 0.71 ms
+# against 0.62 ms. At batch 1, where each core then reads half of W_hh from its own cache:
+# H=64 (2^14): 0.12 ms against 0.13 ms; H=128 (2^16): 0.36 ms against 0.29 ms.
+PARALLEL_FROM = 1 << 17  # e.g. B=16, H=64 or B=64, H=32
+PARALLEL_FROM_BATCH1 = 1 << 16  # H >= 128
 PARALLEL_PRODUCT_FROM = 1 << 21
 
 
@@ -548,30 +587,36 @@ class _Recycler(threading.local):
     forward call, 3.4 ms instead of 1 ms. Each array handed out is a view of a flat buffer kept
     here, and every numpy view of it (and every torch tensor made from one) holds a reference to
     that buffer: a buffer whose only reference is this list's is free.
+
+    Every array starts on a cache line (malloc only promises 16 bytes): threads that write
+    neighbouring blocks of one row then never write to the same line (measured at B=64, H=32
+    on two threads, blocks of 16 units: ... ms unaligned, ... ms aligned).
     """
 
-    FROM = 1 << 16  # bytes: smaller arrays come from np.empty
-    MAX = 1 << 29  # bytes kept per thread, free or in use; beyond, arrays come from np.empty
+    FROM = 1 << 16  # bytes: smaller arrays are not kept
+    MAX = 1 << 29  # bytes kept per thread, free or in use; beyond, arrays are not kept
+    LINE = 64  # bytes
 
     def __init__(self):
         self.buffers: list[np.ndarray] = []
 
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
-        n = math.prod(shape) * dtype.itemsize
-        if n < self.FROM:
-            return np.empty(shape, dtype)
-        free = [i for i in range(len(self.buffers)) if _refs(self.buffers, i) == _ONLY_THE_LIST]
-        buf = next((self.buffers[i] for i in free if self.buffers[i].size == n), None)
-        if buf is None:
-            for i in sorted(free, reverse=True):  # make room: drop free buffers of other sizes
-                if sum(b.size for b in self.buffers) + n <= self.MAX:
+        n = math.prod(shape) * dtype.itemsize + self.LINE
+        buf = None
+        if n >= self.FROM:
+            free = [i for i in range(len(self.buffers)) if _refs(self.buffers, i) == _ONLY_THE_LIST]
+            buf = next((self.buffers[i] for i in free if self.buffers[i].size == n), None)
+            for i in sorted(free, reverse=True) if buf is None else ():
+                if sum(b.size for b in self.buffers) + n <= self.MAX:  # room for a new one
                     break
-                del self.buffers[i]
+                del self.buffers[i]  # make room: drop free buffers of other sizes
+        if buf is None:
             buf = np.empty(n, np.uint8)
-            if sum(b.size for b in self.buffers) + n <= self.MAX:
+            if n >= self.FROM and sum(b.size for b in self.buffers) + n <= self.MAX:
                 self.buffers.append(buf)
-        return buf.view(dtype).reshape(shape)
+        start = -buf.ctypes.data % self.LINE
+        return buf[start:start + n - self.LINE].view(dtype).reshape(shape)
 
 
 def _refs(buffers: list, i: int) -> int:
@@ -613,11 +658,17 @@ def _plan(B: int, H: int) -> tuple[int, int]:
     """(threads, block width) for one LSTM time loop.
 
     The time loop uses threads from PARALLEL_FROM multiply-adds per step (PARALLEL_FROM_BATCH1
-    at batch 1): below that a parallel region per step costs more than it saves.
+    at batch 1): below that, the threads' meeting at every step costs more than they save.
     """
     start = PARALLEL_FROM_BATCH1 if B == 1 else PARALLEL_FROM
     threads = get_num_threads() if B * 4 * H * H >= start else 1
     return threads, block_width(B, H, threads)
+
+
+def _counters(T: int, H: int, width: int) -> np.ndarray:
+    """Zeros for a time loop's synchronisation (see ``_lstm_fwd_steps``): T counts of the blocks
+    done at each step, then one flag per step and block."""
+    return np.zeros(T * (1 + -(-H // width)), dtype=np.int32)
 
 
 def _product_threads(macs: int) -> int:
@@ -645,7 +696,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         Wp = _packed(W_hh, width, True, B)
         with _one_blas_thread():
             _lstm_fwd(x, W_ih, gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
-                      threads, _product_threads(T * B * I * 4 * H))
+                      _counters(T, H, width), threads, _product_threads(T * B * I * 4 * H))
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     y = _recycled.empty((T, B, H), x.dtype)
@@ -667,9 +718,9 @@ def lstm_backward(dy, dh_n, dc_n, saved):
     T, B, I = x.shape
     H = hs.shape[2]
     dy = np.ascontiguousarray(_checks.grad_arg("dy", dy, (T, B, H), x.dtype))
-    dh, dc = (np.array(a, order="C") for a in (  # copies: the time loop updates them in place
-        _checks.grad_arg("dh_n", dh_n, (B, H), x.dtype),
-        _checks.grad_arg("dc_n", dc_n, (B, H), x.dtype)))
+    dh, dc = _recycled.empty((B, H), x.dtype), _recycled.empty((B, H), x.dtype)
+    dh[:] = _checks.grad_arg("dh_n", dh_n, (B, H), x.dtype)  # copies: the time loop updates them
+    dc[:] = _checks.grad_arg("dc_n", dc_n, (B, H), x.dtype)
     if T == 0 or B == 0:
         dx, dW_ih, dW_hh = np.zeros_like(x), np.zeros_like(W_ih), np.zeros_like(W_hh)
         db = np.zeros(4 * H, dtype=x.dtype)
@@ -682,7 +733,8 @@ def lstm_backward(dy, dh_n, dc_n, saved):
         db = np.zeros(4 * H, dtype=x.dtype)
         with _one_blas_thread():
             _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, saved["gates"], hs, saved["cs"], Wp, width, K,
-                      threads, _product_threads(T * B * 4 * H * (I + H)), dx, dW_ih, dW_hh, db)
+                      _counters(T, H, width), threads, _product_threads(T * B * 4 * H * (I + H)),
+                      dx, dW_ih, dW_hh, db)
     saved["gates"] = None
     grads = {"x": dx, "h0": dh, "c0": dc, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:

@@ -1,0 +1,99 @@
+"""Atomic counters for Numba CPU kernels: how the LSTM's threads share a time loop.
+
+A time loop cannot run its steps in parallel, only the blocks of hidden units within a step,
+and step t + 1 needs all of step t. Opening a parallel region (``prange``) per step costs
+~1 us here, as much as a whole step at small sizes. Instead, the kernels open one region for
+the whole loop and, at each step, every thread
+
+1. claims blocks of the step, its own share first, then any other block nobody has claimed
+   yet (``claim``), runs each block it claimed and counts it as done (``count_done``);
+2. waits until all of the step's blocks are done (``wait_until``), measured at ~80 ns.
+
+No thread ever waits for a block that nobody has claimed, so the loop finishes however the
+threading layer schedules the region's iterations: with one thread, or when another thread
+is late, a thread simply runs the other blocks itself. Which thread ran a block never changes
+its result.
+
+Numba has no atomics for CPU code; these intrinsics emit LLVM's (sequentially consistent
+read-modify-writes; acquire loads), which also keep the compiler from moving the blocks'
+reads and writes across them.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["claim", "count_done", "wait_until"]
+
+_I32 = ir.IntType(32)
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _check(arr) -> None:
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int32 and arr.ndim == 1):
+        raise TypeError(f"expected a 1-D int32 array of counters, got {arr}")
+
+
+def _pointer(context, builder, arrty, arr, i):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.gep(data, [i])
+
+
+@intrinsic
+def claim(typingctx, flags, i):
+    """Set flags[i] from 0 to 1 atomically; True if this call did it (the block is ours)."""
+    _check(flags)
+
+    def codegen(context, builder, sig, args):
+        p = _pointer(context, builder, sig.args[0], *args)
+        won = cgutils.alloca_once_value(builder, cgutils.false_bit)
+        # Read first: a plain read of a taken flag does not pull the cache line away from
+        # the thread that is using it, which an exchange would.
+        free = builder.icmp_signed("==", builder.load_atomic(p, "monotonic", 4), _I32(0))
+        with builder.if_then(free):
+            swap = builder.cmpxchg(p, _I32(0), _I32(1), "seq_cst", "seq_cst")
+            builder.store(builder.extract_value(swap, 1), won)
+        return builder.load(won)
+
+    return types.boolean(flags, types.intp), codegen
+
+
+@intrinsic
+def count_done(typingctx, counters, i):
+    """counters[i] += 1, atomically, after everything written before it (release)."""
+    _check(counters)
+
+    def codegen(context, builder, sig, args):
+        p = _pointer(context, builder, sig.args[0], *args)
+        builder.atomic_rmw("add", p, _I32(1), "seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(counters, types.intp), codegen
+
+
+@intrinsic
+def wait_until(typingctx, counters, i, n):
+    """Spin until counters[i] >= n; what was written before those counts is then visible."""
+    _check(counters)
+
+    def codegen(context, builder, sig, args):
+        p = _pointer(context, builder, sig.args[0], args[0], args[1])
+        n = context.cast(builder, args[2], sig.args[2], types.int32)
+        spin, out = builder.append_basic_block("spin"), builder.append_basic_block("spun")
+        builder.branch(spin)
+        builder.position_at_end(spin)
+        if _X86:  # tells the core it is a spin loop: frees resources for its sibling thread
+            pause = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(pause, [])
+        ready = builder.icmp_signed(">=", builder.load_atomic(p, "acquire", 4), n)
+        builder.cbranch(ready, out, spin)
+        builder.position_at_end(out)
+        return context.get_dummy_value()
+
+    return types.void(counters, types.intp, types.intp), codegen
