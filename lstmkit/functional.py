@@ -49,6 +49,11 @@ def _module(backend: str):
     return importlib.import_module(_MODULES[backend])
 
 
+# Per-call work matters at small sizes: at batch 1, hidden 32, a whole forward pass through
+# lstmkit.nn.LSTM takes ~90 us, of which the kernel ~35 us. The conversions below skip the
+# calls that would return their argument unchanged (contiguous(), to(device)): ~1 us each.
+
+
 def _to_array(t: torch.Tensor | None):
     """A tensor as the backend's array type, without copying where the layout allows."""
     if t is None:
@@ -58,14 +63,15 @@ def _to_array(t: torch.Tensor | None):
         from numba import cuda
 
         return cuda.as_cuda_array(t.contiguous())  # shares memory via __cuda_array_interface__
-    return t.contiguous().numpy()
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
 
 
 def _to_tensor(a, device: torch.device) -> torch.Tensor | None:
     if a is None:
         return None
     if isinstance(a, np.ndarray):
-        return torch.from_numpy(a).to(device)
+        t = torch.from_numpy(a)
+        return t if device.type == "cpu" else t.to(device)
     return torch.as_tensor(a, device=device)  # a CUDA device array: no copy
 
 

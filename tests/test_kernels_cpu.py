@@ -278,12 +278,17 @@ def test_recycled_memory_is_reused_only_once_nothing_refers_to_it():
     assert small_max.buffers == []  # and the free buffer of another size was dropped for it
 
 
-@pytest.mark.parametrize("shape", [(3,), (5, 7), (64, 1024), (1000, 33)])
+@pytest.mark.parametrize("shape", [(64, 1024), (1000, 33), (4097, 5)])
 def test_recycled_arrays_start_on_a_cache_line(shape):
     """Threads writing neighbouring blocks of a row must not share cache lines; that needs
     rows that start on one, which malloc (16-byte alignment) does not give."""
     r = K._Recycler()
+    small_max = K._Recycler()
+    small_max.MAX = 1 << 16  # arrays that are not kept
+    a = K._aligned_empty((5, 7), np.float32)
+    assert a.shape == (5, 7) and a.ctypes.data % r.LINE == 0
     for dtype in (np.float32, np.float64):
+        assert small_max.empty(shape, dtype).ctypes.data % r.LINE == 0
         arrays = [r.empty(shape, dtype) for _ in range(3)]  # new buffers
         del arrays[1:]
         arrays += [r.empty(shape, dtype) for _ in range(2)]  # reused ones, where kept
