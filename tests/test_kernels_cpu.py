@@ -194,6 +194,18 @@ def test_packed_weights_hold_each_blocks_slices(width):
         np.testing.assert_array_equal(block_b, W[:, j0:j0 + w])
 
 
+def test_time_loop_threads_grow_with_the_work_per_step(monkeypatch):
+    monkeypatch.setattr(K, "get_num_threads", lambda: 64)
+    threads = lambda B, H: K._plan(B, H)[0]
+    assert threads(16, 32) == 1  # 2^16 multiply-adds per step: below PARALLEL_FROM
+    assert threads(8, 64) == 2  # 2^17: from PARALLEL_FROM, two threads
+    assert threads(16, 64) == 4 and threads(16, 128) == 16  # 2^18, 2^20: one more per 2^16
+    assert threads(64, 512) == 64  # as many as there are
+    assert threads(1, 64) == 1 and threads(1, 128) == 2  # PARALLEL_FROM_BATCH1 = 2^16
+    monkeypatch.setattr(K, "get_num_threads", lambda: 1)
+    assert threads(64, 512) == 1
+
+
 def test_block_width_keeps_products_small_and_feeds_every_thread():
     for B, H, threads in [(1, 32, 1), (16, 128, 2), (64, 128, 2), (16, 512, 2), (1, 512, 2), (7, 13, 2)]:
         w = K.block_width(B, H, threads)

@@ -543,10 +543,10 @@ def _blas_controller():
 # (the threads then meet at every step, ~0.1 us), and multiply-adds from which one of the
 # large products (input projection, weight gradients) does (one region per product).
 # Measured here, forward over T=100 on one thread against two: B=16, H=32 (2^16): 0.205 ms
-# against 0.204 ms; B=16, H=64 (2^17): 0.53 ms against 0.44 ms; B=64, H=32 (2^17): 0.71 ms
+# against 0.204 ms; B=16, H=64 (2^18): 0.53 ms against 0.44 ms; B=64, H=32 (2^18): 0.71 ms
 # against 0.62 ms. At batch 1, where each core then reads half of W_hh from its own cache:
 # H=64 (2^14): 0.12 ms against 0.13 ms; H=128 (2^16): 0.36 ms against 0.29 ms.
-PARALLEL_FROM = 1 << 17  # e.g. B=16, H=64 or B=64, H=32
+PARALLEL_FROM = 1 << 17  # e.g. B=8, H=64
 PARALLEL_FROM_BATCH1 = 1 << 16  # H >= 128
 PARALLEL_PRODUCT_FROM = 1 << 21
 
@@ -680,11 +680,15 @@ def _summed_bias(b_ih, b_hh, rows, dtype):
 def _plan(B: int, H: int) -> tuple[int, int]:
     """(threads, block width) for one LSTM time loop.
 
-    The time loop uses threads from PARALLEL_FROM multiply-adds per step (PARALLEL_FROM_BATCH1
-    at batch 1): below that, the threads' meeting at every step costs more than they save.
+    The time loop uses two threads from PARALLEL_FROM multiply-adds per step
+    (PARALLEL_FROM_BATCH1 at batch 1): below that, the threads' meeting at every step costs
+    more than they save. On machines with more cores, one more thread per half of that amount
+    (measured on 2 cores only: this keeps many threads from meeting at every step of a small
+    problem).
     """
     start = PARALLEL_FROM_BATCH1 if B == 1 else PARALLEL_FROM
-    threads = get_num_threads() if B * 4 * H * H >= start else 1
+    macs = B * 4 * H * H
+    threads = 1 if macs < start else max(1, min(get_num_threads(), 2 * macs // max(start, 1)))
     return threads, block_width(B, H, threads)
 
 
