@@ -176,13 +176,9 @@ def _gemv(M, N, a, lda, ta, x, y, beta, scal):
     _xxgemv(kind, op, m, n, scal[0:].ctypes, a.ctypes, lda, x.ctypes, scal[1 + beta:].ctypes, y.ctypes)
 
 
-@register_jitable(**_JIT)
-def _blas_scalars(dtype):
-    """[1, 0, 1] in dtype: alpha, and beta = 0 or 1 (BLAS takes them by pointer). Filled in
-    rather than built from a list, which Numba compiles much more slowly."""
-    scal = np.empty(3, dtype=dtype)
-    scal[0], scal[1], scal[2] = 1, 0, 1
-    return scal
+# scal for _gemm and _gemv: alpha = 1, and beta = 0 or 1, in each dtype (BLAS takes them by
+# pointer). Passed in by the callers: building it inside a kernel compiled slowly. Never written.
+_SCALARS = {np.dtype(t): np.array([1, 0, 1], dtype=t) for t in (np.float32, np.float64)}
 
 
 @register_jitable(**_JIT)
@@ -354,22 +350,20 @@ def _project(p, n, x, W_ih, bias, gates, scal):
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, loop_threads, product_threads):
+def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop_threads,
+              product_threads):
     """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
     for blocks of `width` units; counters: ``_counters(T, H, width)``. The projection's rows are
     split over product_threads threads, each step's blocks over loop_threads (1: no parallel
     region at all)."""
-    T, B, I = x.shape
-    G = W_ih.shape[0]
-    scal = _blas_scalars(x.dtype)
+    T = x.shape[0]
     n = product_threads
     if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
         _project(0, 1, x, W_ih, bias, gates, scal)
     else:
         for p in prange(n):
             _project(p, n, x, W_ih, bias, gates, scal)
-    rec = np.empty(B * G, dtype=x.dtype)
     taken, done = counters[T:], counters[:T]
     n = loop_threads
     if n == 1:
@@ -447,15 +441,14 @@ def _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, sc
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, loop_threads, product_threads,
-              dx, dW_ih, dW_hh, db):
+def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, scal, loop_threads,
+              product_threads, dx, dW_ih, dW_hh, db):
     """Backward through time. dh, dc: (B, H), dh_n and dc_n on entry, dh_0 and dc_0 on return;
     dA: (T, B, 4H), the forward pass's gate values on entry, overwritten with every step's
     gradients w.r.t. the pre-activations; Wp: W_hh packed for blocks of `width` units; K: rows
     of W_hh per product in the blocks. Fills in dx, dW_ih, dW_hh and db (the bias gradient;
     zeros on entry). Threads as in ``_lstm_fwd``."""
     T = dA.shape[0]
-    scal = _blas_scalars(x.dtype)
     taken, done = counters[T:], counters[:T]
     n = loop_threads
     if n == 1:
@@ -477,11 +470,10 @@ def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, loo
 
 
 @njit(**_JIT)
-def _rnn_fwd(x, hs, W_ihT, W_hhT, bias):
+def _rnn_fwd(x, hs, W_ihT, W_hhT, bias, scal):
     """Fills in hs: (T + 1, B, H), with h0 in row 0."""
     T, B, I = x.shape
     H = hs.shape[2]
-    scal = _blas_scalars(x.dtype)
     pre = np.empty((T, B, H), dtype=x.dtype)
     _gemm(T * B, H, I, x.reshape(T * B * I), I, False, W_ihT.reshape(I * H), H, False,
           pre.reshape(T * B * H), H, 0, scal)
@@ -496,11 +488,10 @@ def _rnn_fwd(x, hs, W_ihT, W_hhT, bias):
 
 
 @njit(**_JIT)
-def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs):
+def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs, scal):
     T, B, I = x.shape
     H = hs.shape[2]
     one = x.dtype.type(1)
-    scal = _blas_scalars(x.dtype)
     dA = np.empty((T, B, H), dtype=x.dtype)
     dh = dh_n.copy()
     for t in range(T - 1, -1, -1):
@@ -723,7 +714,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         Wp = _packed(W_hh, width, True, B)
         with _one_blas_thread():
             _lstm_fwd(x, W_ih, gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
-                      _counters(T, H, width), threads, _product_threads(T * B * I * 4 * H))
+                      _counters(T, H, width), _recycled.empty((B * 4 * H,), x.dtype),
+                      _SCALARS[x.dtype], threads, _product_threads(T * B * I * 4 * H))
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     y = _recycled.empty((T, B, H), x.dtype)
@@ -760,7 +752,8 @@ def lstm_backward(dy, dh_n, dc_n, saved):
         db = np.zeros(4 * H, dtype=x.dtype)
         with _one_blas_thread():
             _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, saved["gates"], hs, saved["cs"], Wp, width, K,
-                      _counters(T, H, width), threads, _product_threads(T * B * 4 * H * (I + H)),
+                      _counters(T, H, width), _SCALARS[x.dtype], threads,
+                      _product_threads(T * B * 4 * H * (I + H)),
                       dx, dW_ih, dW_hh, db)
     saved["gates"] = None
     grads = {"x": dx, "h0": dh, "c0": dc, "W_ih": dW_ih, "W_hh": dW_hh}
@@ -784,7 +777,7 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
         with _blas_threads(B, H, 1):
             hs = np.empty((T + 1, B, H), dtype=x.dtype)
             hs[0] = h0
-            _rnn_fwd(x, hs, *_transposed(W_ih, W_hh), bias)
+            _rnn_fwd(x, hs, *_transposed(W_ih, W_hh), bias, _SCALARS[x.dtype])
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), saved
 
@@ -804,7 +797,8 @@ def rnn_backward(dy, dh_n, saved):
         db = np.zeros(H, dtype=x.dtype)
     else:
         with _blas_threads(B, H, 1):
-            dx, dh0, dW_ih, dW_hh, db = _rnn_bwd(dy, dh_n, x, saved["W_ih"], saved["W_hh"], hs)
+            dx, dh0, dW_ih, dW_hh, db = _rnn_bwd(dy, dh_n, x, saved["W_ih"], saved["W_hh"], hs,
+                                                 _SCALARS[x.dtype])
     grads = {"x": dx, "h0": dh0, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
