@@ -153,6 +153,7 @@ def test_threaded_time_loops_finish_and_agree_however_shares_are_scheduled(
     from numba import set_num_threads
 
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: 3)  # 5 blocks of the 13 units
+    monkeypatch.setattr(K, "MACS_PER_THREAD", 1)  # as many threads as get_num_threads says
     monkeypatch.setattr(K, "PARALLEL_FROM", 0)
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", 0)
     a = layer_args("lstm", 7, batch, 5, 13, dtype=np.float32, seed=2)
@@ -198,10 +199,13 @@ def test_time_loop_threads_grow_with_the_work_per_step(monkeypatch):
     monkeypatch.setattr(K, "get_num_threads", lambda: 64)
     threads = lambda B, H: K._plan(B, H)[0]
     assert threads(16, 32) == 1  # 2^16 multiply-adds per step: below PARALLEL_FROM
-    assert threads(8, 64) == 2  # 2^17: from PARALLEL_FROM, two threads
-    assert threads(16, 64) == 4 and threads(16, 128) == 16  # 2^18, 2^20: one more per 2^16
-    assert threads(64, 512) == 64  # as many as there are
+    assert threads(8, 64) == 2 and threads(16, 64) == 2  # 2^17, 2^18: from PARALLEL_FROM, two
+    assert threads(16, 128) == 4 and threads(64, 128) == 8  # 2^20, 2^22: one per 2^18
     assert threads(1, 64) == 1 and threads(1, 128) == 2  # PARALLEL_FROM_BATCH1 = 2^16
+    assert threads(64, 512) == 32  # no more threads than blocks: 512 units, 16 per block
+    for B, H in [(64, 32), (64, 512), (16, 128), (1, 512), (64, 40)]:
+        n, width = K._plan(B, H)
+        assert -(-H // width) >= n and width % K.LINE_UNITS == 0  # whole cache lines each
     monkeypatch.setattr(K, "get_num_threads", lambda: 1)
     assert threads(64, 512) == 1
 
@@ -209,11 +213,14 @@ def test_time_loop_threads_grow_with_the_work_per_step(monkeypatch):
 def test_block_width_keeps_products_small_and_feeds_every_thread():
     for B, H, threads in [(1, 32, 1), (16, 128, 2), (64, 128, 2), (16, 512, 2), (1, 512, 2), (7, 13, 2)]:
         w = K.block_width(B, H, threads)
-        assert 1 <= w <= H and -(-H // w) >= min(threads, H)
+        lines = -(-H // K.LINE_UNITS)  # blocks on several threads are whole cache lines wide
+        assert 1 <= w <= H and -(-H // w) >= min(threads, lines if threads > 1 else H)
         assert B * H * 4 * w <= max(K.BLOCK_MNK, B * H * 4 * 8) or w == -(-H // threads)
     assert K.block_width(64, 512, 2) == 256  # large steps: one wide block per thread
     assert K.block_width(1, 512, 2) == 256  # batch 1: matrix-vector products, one block per thread
     assert K.block_width(16, 512, 2) == 16  # otherwise within BLOCK_MNK
+    assert K.block_width(64, 32, 4) == 16  # on several threads, whole cache lines (not 8)
+    assert K.block_width(64, 32, 1) == 32 and K.block_width(7, 13, 2) == 13
 
 
 def test_recycled_memory_is_reused_per_thread():
