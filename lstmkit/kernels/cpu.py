@@ -366,9 +366,9 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop
               product_threads):
     """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
-    for blocks of `width` units; counters: ``_counters(T, H, width)``. The projection's rows are
-    split over product_threads threads, each step's blocks over loop_threads (1: no parallel
-    region at all)."""
+    for blocks of `width` units; counters: ``_counters(T, H, width)``; rec: (B * 4H,) scratch;
+    scal: ``_SCALARS[dtype]``. The projection's rows are split over product_threads threads,
+    each step's blocks over loop_threads (1: no parallel region at all)."""
     T = x.shape[0]
     n = product_threads
     if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
@@ -378,7 +378,7 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop
             _project(p, n, x, W_ih, bias, gates, scal)
     taken, done = counters[T:], counters[:T]
     n = loop_threads
-    if n == 1:
+    if n == 1:  # (p as int64 in both calls, for one compiled copy: prange's index is unsigned)
         _lstm_fwd_steps(np.int64(0), n, width, gates, hs, cs, Wp, rec, taken, done, scal)
     else:
         for p in prange(n):  # one parallel region for the whole time loop
