@@ -41,16 +41,16 @@ def shape(name: str, a: np.ndarray, layout: str, expected: tuple) -> None:
         raise ValueError(f"{name} must have shape {layout} = {tuple(expected)}, got {a.shape}")
 
 
-def weights(kind: str, W_ih, W_hh, b_ih, b_hh, dtype, I: int) -> int:
+def weights(kind: str, W_ih, W_hh, b_ih, b_hh, dtype, I: int, finite: bool = True) -> int:
     """Check the parameters of one RNN/LSTM layer for input size I (from x); return H."""
     G = GATES[kind]
     gl = "4H" if G == 4 else "H"
-    array("W_hh", W_hh, 2, f"({gl}, H)", dtype)
+    array("W_hh", W_hh, 2, f"({gl}, H)", dtype, finite)
     H = W_hh.shape[1]
     if H < 1:
         raise ValueError(f"W_hh must have shape ({gl}, H) with H >= 1, got {W_hh.shape}")
     shape("W_hh", W_hh, f"({gl}, H)", (G * H, H))
-    array("W_ih", W_ih, 2, f"({gl}, I)", dtype)
+    array("W_ih", W_ih, 2, f"({gl}, I)", dtype, finite)
     if W_ih.shape != (G * H, I):
         raise ValueError(
             f"W_ih must have shape ({gl}, I) = {(G * H, I)} (I = {I} from x, H = {H} from W_hh), "
@@ -60,22 +60,24 @@ def weights(kind: str, W_ih, W_hh, b_ih, b_hh, dtype, I: int) -> int:
         raise ValueError("b_ih and b_hh must both be arrays or both be None")
     for name, b in (("b_ih", b_ih), ("b_hh", b_hh)):
         if b is not None:
-            array(name, b, 1, f"({gl},)", dtype)
+            array(name, b, 1, f"({gl},)", dtype, finite)
             shape(name, b, f"({gl},)", (G * H,))
     return H
 
 
-def sequence_args(kind: str, x, h0, c0, W_ih, W_hh, b_ih, b_hh) -> tuple[int, int, int, int]:
-    """Validate a whole-sequence call; return (T, B, I, H)."""
-    array("x", x, 3, "(T, B, I)")
+def sequence_args(kind: str, x, h0, c0, W_ih, W_hh, b_ih, b_hh,
+                  finite: bool = True) -> tuple[int, int, int, int]:
+    """Validate a whole-sequence call; return (T, B, I, H). finite=False leaves the test for
+    NaN and inf to the caller (the CPU kernels make it in one compiled call)."""
+    array("x", x, 3, "(T, B, I)", finite=finite)
     T, B, I = x.shape
     if I < 1:
         raise ValueError(f"x must have shape (T, B, I) with I >= 1 input features, got {x.shape}")
-    H = weights(kind, W_ih, W_hh, b_ih, b_hh, x.dtype, I)
+    H = weights(kind, W_ih, W_hh, b_ih, b_hh, x.dtype, I, finite)
     for name, s in (("h0", h0), ("c0", c0)):
         if name == "c0" and kind != "lstm":
             continue
-        array(name, s, 2, "(B, H)", x.dtype)
+        array(name, s, 2, "(B, H)", x.dtype, finite)
         shape(name, s, "(B, H)", (B, H))
     return T, B, I, H
 
@@ -93,12 +95,12 @@ def step_args(kind: str, x, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh) -> tuple[int
     return B, I, H
 
 
-def grad_arg(name: str, g, expected: tuple, dtype) -> np.ndarray:
+def grad_arg(name: str, g, expected: tuple, dtype, finite: bool = True) -> np.ndarray:
     """An incoming gradient: None means zero; otherwise it must match the output it belongs to."""
     if g is None:
         return np.zeros(expected, dtype=dtype)
     layout = "(T, B, H)" if len(expected) == 3 else "(B, H)"
-    array(name, g, len(expected), layout, dtype)
+    array(name, g, len(expected), layout, dtype, finite)
     shape(name, g, layout, expected)
     return g
 

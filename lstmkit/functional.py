@@ -58,12 +58,12 @@ def _to_array(t: torch.Tensor | None):
     """A tensor as the backend's array type, without copying where the layout allows."""
     if t is None:
         return None
-    t = t.detach()
     if t.is_cuda:
         from numba import cuda
 
-        return cuda.as_cuda_array(t.contiguous())  # shares memory via __cuda_array_interface__
-    return (t if t.is_contiguous() else t.contiguous()).numpy()
+        return cuda.as_cuda_array(t.detach().contiguous())  # shares memory (__cuda_array_interface__)
+    t = t if t.is_contiguous() else t.contiguous()
+    return t.numpy(force=True) if t.requires_grad else t.numpy()  # force: without a detach() first
 
 
 def _to_tensor(a, device: torch.device) -> torch.Tensor | None:
