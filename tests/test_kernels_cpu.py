@@ -88,6 +88,45 @@ def test_fast_float32_tanh_and_sigmoid_accuracy():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_finite_check_finds_nan_and_inf_anywhere_and_nothing_else(dtype):
+    """The kernels test every argument for NaN and inf in one compiled pass over the bits of
+    each float: any position, either sign, and never the largest finite value or a subnormal."""
+    names = "x h0 c0 W_ih W_hh b_ih b_hh"
+    big, tiny = np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal
+    for k, name in enumerate(names.split()):
+        for size in (1, 7, 33):  # (vectorised loops have remainders)
+            for pos in (0, size // 2, size - 1):
+                for value, bad in [(np.nan, True), (np.inf, True), (-np.inf, True), (big, False),
+                                   (-big, False), (tiny, False), (-0.0, False)]:
+                    arrays = [np.ones(5, dtype) for _ in range(7)]
+                    arrays[k] = np.ones(size, dtype)
+                    arrays[k][pos] = value
+                    if bad:
+                        with pytest.raises(ValueError, match=f"^{name} contains NaN or inf"):
+                            K._check_finite(names, *arrays)
+                    else:
+                        K._check_finite(names, *arrays)
+    K._check_finite("dy dh_n", np.ones((2, 3), dtype), None)  # fewer arrays, and None
+
+
+@pytest.mark.parametrize("H", [1, 3, 4, 13, 32])
+def test_batch1_matvec_sums_in_order(H):
+    """_add_matvec adds h @ W^T to y summing left to right for each output: exactly what a
+    float32 loop over the inputs, one at a time, gives (so it cannot depend on the compiler)."""
+    rng = np.random.default_rng(H)
+    W = rng.standard_normal((4 * H, H)).astype(np.float32)
+    h, y = rng.standard_normal(H).astype(np.float32), rng.standard_normal(4 * H).astype(np.float32)
+    expected = y.copy()
+    for k in range(H):
+        expected = expected + W[:, k] * h[k]  # float32 throughout: one rounding per step
+    from numba import njit
+
+    got = y.copy()  # (_add_matvec is a helper of the kernels: called here from a jitted lambda)
+    njit(lambda WT, h, y: K._add_matvec(WT, h, y))(np.ascontiguousarray(W.T).reshape(-1), h, got)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_extreme_preactivations_stay_finite(dtype):
     """Saturating gates (|pre-activation| ~ 1e4) must not overflow to NaN in either dtype."""
     a = layer_args("lstm", 5, 2, 3, 4, dtype=dtype, scale=3000.0)
@@ -114,15 +153,19 @@ def _check_lstm_against_reference(T, B, I, H, dtype, seed=3):
 @pytest.mark.parametrize("threads_from", [0, 1 << 60], ids=["parallel", "one-thread"])
 @pytest.mark.parametrize("width,block_mnk", [(13, 1 << 19), (5, 1 << 19), (1, 1 << 19), (8, 1)])
 @pytest.mark.parametrize("batch", [3, 1], ids=["batch3", "batch1"])
-def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, width, block_mnk, batch):
+@pytest.mark.parametrize("split_rows", [1 << 30, 1], ids=["units", "batch-split"])
+def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, width, block_mnk, batch,
+                                            split_rows):
     """Every way of cutting a step into blocks gives the reference's answer: one block of all
     13 units, blocks whose last one is narrower (5 + 5 + 3), blocks of one unit, the backward
-    product split by gates (BLOCK_MNK = 1), on one thread or on Numba's threads, with the large
-    products split by rows too; with BLAS products (batch 3) and matrix-vector loops (batch 1)."""
+    product split by gates (BLOCK_MNK = 1), on one thread or on Numba's threads, sharing the
+    blocks or each with its own batch rows (uneven: 1 and 2 of 3), with the large products split
+    by rows too; with BLAS products (batch 3) and matrix-vector loops (batch 1)."""
     monkeypatch.setattr(K, "PARALLEL_FROM", threads_from)
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", threads_from)
     monkeypatch.setattr(K, "PARALLEL_PRODUCT_FROM", threads_from)
     monkeypatch.setattr(K, "BLOCK_MNK", block_mnk)
+    monkeypatch.setattr(K, "BATCH_SPLIT_ROWS", split_rows)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
@@ -140,14 +183,16 @@ def test_each_thread_tries_every_block_once_its_own_first(blocks, n):
     assert sorted(shares) == list(range(blocks))  # the shares cover the blocks once
 
 
-@pytest.mark.parametrize("batch", [3, 1])
+@pytest.mark.parametrize("batch,split_rows", [(3, 1 << 30), (1, 1 << 30), (7, 1)],
+                         ids=["batch3", "batch1", "batch7-split"])
 @pytest.mark.parametrize("shares,numba_threads", [(2, 2), (3, 2), (4, 1)])
 def test_threaded_time_loops_finish_and_agree_however_shares_are_scheduled(
-        monkeypatch, batch, shares, numba_threads):
+        monkeypatch, batch, split_rows, shares, numba_threads):
     """The threads of a time loop wait for each other at every step. Cut into more shares than
     Numba has threads, some thread runs several shares in turn (with one thread, all of them
     one after the other): the loop must still finish, with the same answer as on one thread,
-    bit for bit, whoever ran which block."""
+    bit for bit, whoever ran which block. Split by batch rows, the same rows on one Numba
+    thread: BLAS may sum a product of 3 rows in another order than one of 7."""
     import threading
 
     from numba import config, set_num_threads
@@ -156,18 +201,19 @@ def test_threaded_time_loops_finish_and_agree_however_shares_are_scheduled(
     monkeypatch.setattr(K, "MACS_PER_THREAD", 1)  # as many threads as get_num_threads says
     monkeypatch.setattr(K, "PARALLEL_FROM", 0)
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", 0)
+    monkeypatch.setattr(K, "BATCH_SPLIT_ROWS", split_rows)
     a = layer_args("lstm", 7, batch, 5, 13, dtype=np.float32, seed=2)
     up = output_grads("lstm", 7, batch, 13, dtype=np.float32, seed=3)
 
-    def run(results):
+    def run(results, numba_threads=numba_threads):
         # per thread in Numba, so set in the thread that runs; a 1-core machine has only one
         set_num_threads(min(numba_threads, config.NUMBA_NUM_THREADS))
         y, h, c, saved = K.lstm_forward(**a)
         results += [y, h, c, *K.lstm_backward(*up, saved).values()]
 
-    monkeypatch.setattr(K, "get_num_threads", lambda: 1)
+    monkeypatch.setattr(K, "get_num_threads", lambda: shares if split_rows == 1 else 1)
     alone: list = []
-    run(alone)
+    run(alone, numba_threads=1)
     monkeypatch.setattr(K, "get_num_threads", lambda: shares)
     shared: list = []
     worker = threading.Thread(target=run, args=(shared,), daemon=True)  # so a hang fails the test
@@ -201,14 +247,22 @@ def test_time_loop_threads_grow_with_the_work_per_step(monkeypatch):
     threads = lambda B, H: K._plan(B, H)[0]
     assert threads(16, 32) == 1  # 2^16 multiply-adds per step: below PARALLEL_FROM
     assert threads(8, 64) == 2 and threads(16, 64) == 2  # 2^17, 2^18: from PARALLEL_FROM, two
-    assert threads(16, 128) == 4 and threads(64, 128) == 8  # 2^20, 2^22: one per 2^18
+    assert threads(16, 128) == 4 and threads(64, 128) == 16  # 2^20, 2^22: one per 2^18
     assert threads(1, 64) == 1 and threads(1, 128) == 2  # PARALLEL_FROM_BATCH1 = 2^16
     assert threads(64, 512) == 32  # no more threads than blocks: 512 units, 16 per block
-    for B, H in [(64, 32), (64, 512), (16, 128), (1, 512), (64, 40)]:
-        n, width = K._plan(B, H)
-        assert -(-H // width) >= n and width % K.LINE_UNITS == 0  # whole cache lines each
+    for B, H in [(64, 32), (64, 512), (16, 128), (1, 512), (64, 40), (4, 128)]:
+        n, width, batch_split = K._plan(B, H)
+        if batch_split:  # each thread its own rows, and W_hh small enough for each to read it all
+            assert B >= K.BATCH_SPLIT_ROWS * n and 4 * H * H * 4 <= K.BATCH_SPLIT_BYTES
+        else:  # threads share the blocks, of whole cache lines each
+            assert -(-H // width) >= n and width % K.LINE_UNITS == 0
+    split = lambda B, H, itemsize=4: K._plan(B, H, itemsize)[2]
+    assert split(64, 128) and split(16, 128)  # 16 threads of 4 rows each, 4 of 4
+    monkeypatch.setattr(K, "get_num_threads", lambda: 2)
+    assert split(16, 128) and not split(64, 512) and not split(4, 128)  # 2 rows each: too few
+    assert split(64, 256) and not split(64, 256, itemsize=8)  # W_hh of 1 MiB, then 2 MiB
     monkeypatch.setattr(K, "get_num_threads", lambda: 1)
-    assert threads(64, 512) == 1
+    assert threads(64, 512) == 1 and not split(64, 128)
 
 
 def test_block_width_keeps_products_small_and_feeds_every_thread():

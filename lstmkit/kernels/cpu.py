@@ -18,22 +18,26 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
   for BLAS's fast path for small matrices (see ``BLOCK_MNK``), reads weights packed once per
   call into the block's own compact layout, and is followed by the block's gate math, so
   blocks never wait for each other within a step. At batch 1 the products are BLAS
-  matrix-vector products on W_hh itself (``_gemv``);
+  matrix-vector products on W_hh itself (``_gemv``), or up to ``MATVEC_UP_TO`` units a loop of
+  our own on W_hh^T (``_add_matvec``);
 * the recurrent product is added into the step's pre-activations before the gate loop, and
   backward writes its gradients over the saved gate values: the gate loops then touch few
   arrays, which is what lets LLVM vectorise them cheaply for every batch row;
-* from ``PARALLEL_FROM`` multiply-adds per step, the blocks of a step run on Numba's threads,
-  in ONE parallel region for the whole time loop, whose threads wait for each other at the end
-  of every step (``lstmkit.kernels.sync``); from ``PARALLEL_PRODUCT_FROM`` the large products
-  split their rows between the threads. BLAS itself runs on one thread, so the two thread pools
-  never compete for the cores;
+* from ``PARALLEL_FROM`` multiply-adds per step, the time loop runs on Numba's threads, in ONE
+  parallel region for the whole loop. With enough batch rows, each thread takes its own rows
+  through every step and waits for nobody (rows never meet; see ``_plan``); otherwise the
+  threads share the blocks of each step and wait for each other at its end
+  (``lstmkit.kernels.sync``). From ``PARALLEL_PRODUCT_FROM`` the large products split their
+  rows between the threads. BLAS itself runs on one thread, so the two thread pools never
+  compete for the cores;
 * large arrays come from a recycler (``_Recycler``) that reuses their memory from call to call.
 
 Transcendentals: pip's llvmlite has no vector math library, so ``math.tanh`` in a loop is a
 scalar call that blocks SIMD. In float32 the kernels use a clamped rational tanh (the
 Eigen library's fit; max abs error 3e-7) and sigmoid(x) = 0.5 tanh(x / 2) + 0.5, which LLVM
 vectorises. ``error_model="numpy"`` drops Python's division-by-zero checks, which would
-otherwise stop vectorisation too. Float64 keeps exact libm calls: it is the precise path.
+otherwise stop vectorisation too. Float64 keeps exact libm calls: it is the precise path, for
+checking gradients and results, and runs on one thread (``_one_thread_twin``).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import functools
 import math
 import sys
 import threading
+from types import FunctionType
 
 import numpy as np
 from numba import get_num_threads, njit, prange, types
@@ -365,14 +370,27 @@ def _nth_block(k, p, n, blocks):
     return blocks - 1 - k if k < blocks - hi else lo - 1 - (k - (blocks - hi))
 
 
+@register_jitable(**_JIT)
+def _share(p, n, B, batch_split):
+    """(thread, threads, first row, end row) for thread p of n in a time loop: with batch_split,
+    thread p alone runs rows B*p//n .. B*(p+1)//n - 1 (batch rows never meet, so it waits for
+    nobody); otherwise all n share every step's blocks over all rows."""
+    zero, one = np.int64(0), np.int64(1)  # (not literals: each would compile its own copy)
+    if batch_split:
+        return zero, one, B * p // n, B * (p + 1) // n
+    return p, n, zero, B
+
+
 @njit(**_JIT_GATES)
-def _lstm_fwd_steps(p, n, width, gates, hs, cs, Wp, rec, taken, done, scal):
-    """Thread p of n's part of the forward time loop (n = 1: all of it): at each step, the
-    blocks of `width` units that it claims (see ``lstmkit.kernels.sync``), after which it waits
-    for the step's other blocks. taken: (T * blocks,), done: (T,), int32 zeros on entry.
-    (One function, blocks inlined: each level of calls added ~0.3 s of compile time.)"""
-    T1, B, H = hs.shape
-    G = 4 * H
+def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, Wp, rec, taken, done, scal):
+    """Thread p of n's part of the forward time loop for batch rows r0 .. r1 - 1 (n = 1: all of
+    it): at each step, the blocks of `width` units that it claims (see
+    ``lstmkit.kernels.sync``), after which it waits for the step's other blocks. taken:
+    (T * blocks,), done: (T,), int32 zeros on entry. (One function, blocks inlined: each level
+    of calls added ~0.3 s of compile time.)"""
+    T1, _, H = hs.shape
+    G, B = 4 * H, r1 - r0
+    vector = hs.shape[1] == 1  # batch 1: Wp is W_hh or W_hh^T, for matrix-vector products
     blocks = -(-H // width)
     for t in range(T1 - 1):
         for k in range(blocks):
@@ -387,18 +405,18 @@ def _lstm_fwd_steps(p, n, width, gates, hs, cs, Wp, rec, taken, done, scal):
             # fewer pointers to check against each other before its vectorised loop, once per
             # batch row (measured at B=64, w=64: 57 ns per row instead of 300 ns). BLAS adds
             # them itself (beta = 1) where it can.
-            a_t, h_t = gates[t].reshape(B * G), hs[t].reshape(B * H)
-            if B == 1 and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
+            a_t, h_t = gates[t, r0:r1].reshape(B * G), hs[t, r0:r1].reshape(B * H)
+            if vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
                 _add_matvec(Wp, h_t, a_t)
-            elif B == 1 and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
+            elif vector and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
                 _gemv(G, H, Wp, H, False, h_t, a_t, 1, scal)
-            elif B == 1:  # the block's rows of each gate q, times h
+            elif vector:  # the block's rows of each gate q, times h
                 for q in range(4):
                     _gemv(w, H, Wp[(q * H + j0) * H:], H, False, h_t, a_t[q * H + j0:], 1, scal)
             elif w == H:  # one block: its packed W_hh^T has the columns of gates[t]
                 _gemm(B, G, H, h_t, H, False, Wp, G, False, a_t, G, 1, scal)
             else:  # one product into the scratch rec (four would be slower), added row by row
-                r_blk = rec[B * 4 * j0:B * 4 * (j0 + w)]
+                r_blk = rec[G * r0 + B * 4 * j0:G * r0 + B * 4 * (j0 + w)]
                 _gemm(B, 4 * w, H, h_t, H, False, Wp[G * j0:], 4 * w, False, r_blk, 4 * w, 0, scal)
                 for b in range(B):
                     for q in range(4):
@@ -406,7 +424,7 @@ def _lstm_fwd_steps(p, n, width, gates, hs, cs, Wp, rec, taken, done, scal):
                         a_q, r_q = a_t[c0:c0 + w], r_blk[(4 * b + q) * w:(4 * b + q + 1) * w]
                         for j in range(w):
                             a_q[j] += r_q[j]
-            for b in range(B):
+            for b in range(r0, r1):
                 # One 1-D view per gate: LLVM vectorises this loop only when each operand is a
                 # plain unit-stride pointer (measured: 2.4 us per step at B=16, H=128, against
                 # 24 us for the same loop indexing 2-D arrays at offsets H, 2H, 3H).
@@ -423,8 +441,10 @@ def _lstm_fwd_steps(p, n, width, gates, hs, cs, Wp, rec, taken, done, scal):
                     a_i[j], a_f[j], a_g[j], a_o[j] = i, f, g, o
                     c_new[j] = c
                     h_new[j] = o * tanh(c)
-            count_done(done, t)
-        wait_until(done, t, blocks)
+            if n > 1:
+                count_done(done, t)
+        if n > 1:
+            wait_until(done, t, blocks)
 
 
 @register_jitable(**_JIT)
@@ -444,12 +464,13 @@ def _project(p, n, x, W_ih, bias, gates, scal):
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
 def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop_threads,
-              product_threads):
+              batch_split, product_threads):
     """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
     for blocks of `width` units; counters: ``_counters(T, H, width)``; rec: (B * 4H,) scratch;
     scal: ``_SCALARS[dtype]``. The projection's rows are split over product_threads threads,
-    each step's blocks over loop_threads (1: no parallel region at all)."""
+    the time loop over loop_threads (1: no parallel region at all): each step's blocks, or with
+    batch_split, the batch rows (each thread then runs the whole loop for its rows alone)."""
     T = x.shape[0]
     n = product_threads
     if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
@@ -458,19 +479,22 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop
         for p in prange(n):
             _project(p, n, x, W_ih, bias, gates, scal)
     taken, done = counters[T:], counters[:T]
-    n = loop_threads
-    if n == 1:  # (p as int64 in both calls, for one compiled copy: prange's index is unsigned)
-        _lstm_fwd_steps(np.int64(0), n, width, gates, hs, cs, Wp, rec, taken, done, scal)
+    n, B = loop_threads, x.shape[1]
+    if n == 1:  # (p as int64 in all calls, for one compiled copy: prange's index is unsigned)
+        _lstm_fwd_steps(np.int64(0), n, width, np.int64(0), B, gates, hs, cs, Wp, rec, taken, done,
+                        scal)
     else:
         for p in prange(n):  # one parallel region for the whole time loop
-            _lstm_fwd_steps(np.int64(p), n, width, gates, hs, cs, Wp, rec, taken, done, scal)
+            q, m, r0, r1 = _share(np.int64(p), n, B, batch_split)
+            _lstm_fwd_steps(q, m, width, r0, r1, gates, hs, cs, Wp, rec, taken, done, scal)
 
 
 @njit(**_JIT_GATES)
-def _lstm_bwd_steps(p, n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal):
+def _lstm_bwd_steps(p, n, width, r0, r1, K, dy, dh, dc, dA, cs, Wp, taken, done, scal):
     """Thread p of n's part of the backward time loop, as in ``_lstm_fwd_steps``."""
-    T, B, G = dA.shape
-    H = G // 4
+    T, _, G = dA.shape
+    H, B = G // 4, r1 - r0
+    vector = dA.shape[1] == 1  # batch 1: Wp is W_hh itself
     blocks = -(-H // width)
     one = dA.dtype.type(1)  # a bare 1 would promote float32 arithmetic to float64
     for t in range(T - 1, -1, -1):
@@ -480,22 +504,23 @@ def _lstm_bwd_steps(p, n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal):
                 continue
             j0 = blk * width
             w = min(width, H - j0)
-            if t < T - 1 and B == 1:  # Wp is W_hh itself (see _packed)
+            if t < T - 1 and vector:  # Wp is W_hh itself (see _packed)
                 _gemv(w, G, Wp[j0:], H, True, dA[t + 1, 0], dh[0, j0:], 0, scal)
             elif t < T - 1:  # dh[:, j0 : j0 + w] = dA[t + 1] @ W_hh[:, j0 : j0 + w], as a sum
                 # of products over K rows of W_hh at a time (K = 4H: one product)
-                dA_next, dh_f, wp = dA[t + 1].reshape(B * G), dh.reshape(B * H), Wp[G * j0:]
+                dA_next, dh_f = dA[t + 1, r0:r1].reshape(B * G), dh[r0:r1].reshape(B * H)
+                wp = Wp[G * j0:]
                 for k0 in range(0, G, K):
                     _gemm(B, w, K, dA_next[k0:], G, False, wp[k0 * w:], w, False, dh_f[j0:], H,
                           min(k0, 1), scal)
             # dA[t] holds the gate values, which the loop below overwrites with their gradients,
             # and dy goes into dh first: the loop then has fewer pointers to check (see
             # _lstm_fwd_steps).
-            for b in range(B):
+            for b in range(r0, r1):
                 dh_b, dy_b = dh[b, j0:j0 + w], dy[t, b, j0:j0 + w]
                 for j in range(w):
                     dh_b[j] += dy_b[j]
-            for b in range(B):
+            for b in range(r0, r1):
                 d = dA[t, b]  # 1-D views per gate, as in _lstm_fwd_steps, for SIMD
                 d_i, d_f = d[j0:j0 + w], d[H + j0:H + j0 + w]
                 d_g, d_o = d[2 * H + j0:2 * H + j0 + w], d[3 * H + j0:3 * H + j0 + w]
@@ -511,8 +536,10 @@ def _lstm_bwd_steps(p, n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal):
                     d_g[j] = dc_j * i * (one - g * g)
                     d_o[j] = dh_j * tc * o * (one - o)
                     dc_b[j] = dc_j * f
-            count_done(done, t)
-        wait_until(done, t, blocks)
+            if n > 1:
+                count_done(done, t)
+        if n > 1:
+            wait_until(done, t, blocks)
 
 
 @register_jitable(**_JIT)
@@ -535,20 +562,22 @@ def _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, sc
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
 def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, scal, loop_threads,
-              product_threads, dx, dW_ih, dW_hh, db):
+              batch_split, product_threads, dx, dW_ih, dW_hh, db):
     """Backward through time. dh, dc: (B, H), dh_n and dc_n on entry, dh_0 and dc_0 on return;
     dA: (T, B, 4H), the forward pass's gate values on entry, overwritten with every step's
     gradients w.r.t. the pre-activations; Wp: W_hh packed for blocks of `width` units; K: rows
     of W_hh per product in the blocks. Fills in dx, dW_ih, dW_hh and db (the bias gradient;
     zeros on entry). Threads as in ``_lstm_fwd``."""
-    T = dA.shape[0]
+    T, B = dA.shape[0], dA.shape[1]
     taken, done = counters[T:], counters[:T]
     n = loop_threads
     if n == 1:
-        _lstm_bwd_steps(np.int64(0), n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal)
+        _lstm_bwd_steps(np.int64(0), n, width, np.int64(0), B, K, dy, dh, dc, dA, cs, Wp, taken,
+                        done, scal)
     else:  # as in _lstm_fwd
         for p in prange(n):
-            _lstm_bwd_steps(np.int64(p), n, width, K, dy, dh, dc, dA, cs, Wp, taken, done, scal)
+            q, m, r0, r1 = _share(np.int64(p), n, B, batch_split)
+            _lstm_bwd_steps(q, m, width, r0, r1, K, dy, dh, dc, dA, cs, Wp, taken, done, scal)
     n = product_threads
     # Small problems never enter a parallel region: it costs more than they take, and Numba's
     # threading layers are not all safe to enter from several Python threads at once.
@@ -638,6 +667,13 @@ PARALLEL_FROM_BATCH1 = 1 << 16  # H >= 128
 # 3.1/9.5, 2.6/7.1, 2.3/5.8, 2.4/7.7; B=64, H=128: 20.0/60.9, 14.3/40.5, 10.2/27.4, 7.2/20.0,
 # 7.2/23.3. Past a point, more threads meeting at every step cost more than they bring.
 MACS_PER_THREAD = 1 << 18
+# Measured here, training at T=100 on two threads, ms, steps shared by blocks of units against
+# batch rows split between the threads: B=8, H=128: 2.71 against 2.11; B=16, H=128: 3.50
+# against 3.29; B=64, H=32: 1.64 against 1.35; B=64, H=256: 65.4 against 60.9. With fewer
+# rows per thread: B=4, H=128: 1.04 against 1.16. With W_hh beyond a core's cache:
+# B=16, H=384: 28.4 against 31.6; B=64, H=512: 228 against 241.
+BATCH_SPLIT_ROWS = 4
+BATCH_SPLIT_BYTES = 1 << 20  # W_hh of H = 256 in float32
 PARALLEL_PRODUCT_FROM = 1 << 21
 
 
@@ -772,19 +808,27 @@ def _summed_bias(b_ih, b_hh, rows, dtype):
     return np.zeros(rows, dtype=dtype) if b_ih is None else np.ascontiguousarray(b_ih + b_hh)
 
 
-def _plan(B: int, H: int) -> tuple[int, int]:
-    """(threads, block width) for one LSTM time loop.
+def _plan(B: int, H: int, itemsize: int = 4, threaded: bool = True) -> tuple[int, int, bool]:
+    """(threads, block width, batch_split) for one LSTM time loop (threaded=False: one thread).
 
     The time loop uses two threads from PARALLEL_FROM multiply-adds per step
     (PARALLEL_FROM_BATCH1 at batch 1): below that, the threads' meeting at every step costs
-    more than they save. On machines with more cores, one thread per MACS_PER_THREAD, and
-    never more threads than blocks.
+    more than they save. On machines with more cores, one thread per MACS_PER_THREAD.
+
+    Batch rows never meet, so with BATCH_SPLIT_ROWS rows or more per thread, each thread runs
+    its own rows through the whole loop and waits for nobody (batch_split; its blocks are
+    those of its rows alone). Each thread then reads all of W_hh at every step, instead of its
+    share: that pays while W_hh (4H x H) stays within BATCH_SPLIT_BYTES, the size of a core's
+    cache. Otherwise the threads share each step's blocks, and are never more than the blocks.
     """
     start = PARALLEL_FROM_BATCH1 if B == 1 else PARALLEL_FROM
     macs = B * 4 * H * H
-    threads = 1 if macs < start else min(get_num_threads(), max(2, macs // MACS_PER_THREAD))
+    threads = 1 if macs < start or not threaded else min(get_num_threads(),
+                                                         max(2, macs // MACS_PER_THREAD))
+    if threads > 1 and B >= BATCH_SPLIT_ROWS * threads and 4 * H * H * itemsize <= BATCH_SPLIT_BYTES:
+        return threads, block_width(-(-B // threads), H, 1), True
     width = block_width(B, H, threads)
-    return min(threads, -(-H // width)), width
+    return min(threads, -(-H // width)), width, False
 
 
 def _counters(T: int, H: int, width: int) -> np.ndarray:
@@ -796,6 +840,30 @@ def _counters(T: int, H: int, width: int) -> np.ndarray:
 def _product_threads(macs: int) -> int:
     """Threads for one large product of `macs` multiply-adds (one region per call)."""
     return get_num_threads() if macs >= PARALLEL_PRODUCT_FROM else 1
+
+
+def _one_thread_twin(kernel):
+    """``kernel`` compiled again without Numba's threads (its prange loops become plain loops),
+    under a name of its own so that Numba's cache keeps the two apart.
+
+    For float64, the precise path: compiling a threaded driver costs ~1.5 s more than this
+    (each prange loop is a function of its own, compiled apart), a fifth of compiling every
+    kernel in both dtypes; float64 is for checking results and gradients, at small sizes."""
+    f = kernel.py_func
+    twin = FunctionType(f.__code__, f.__globals__, f.__name__ + "_one_thread", f.__defaults__,
+                        f.__closure__)
+    twin.__qualname__, twin.__doc__ = f.__qualname__ + "_one_thread", f.__doc__
+    return njit(**_JIT)(twin)
+
+
+_lstm_fwd_one_thread, _lstm_bwd_one_thread = _one_thread_twin(_lstm_fwd), _one_thread_twin(_lstm_bwd)
+
+
+def _drivers(dtype) -> tuple:
+    """(forward driver, backward driver, whether they may use threads) for a dtype."""
+    if dtype == np.float32:
+        return _lstm_fwd, _lstm_bwd, True
+    return _lstm_fwd_one_thread, _lstm_bwd_one_thread, False
 
 
 def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
@@ -815,12 +883,14 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         gates[:] = 0
         hs[1:], cs[1:] = h0, c0
     else:
-        threads, width = _plan(B, H)
+        forward, _, threaded = _drivers(x.dtype)
+        threads, width, batch_split = _plan(B, H, x.itemsize, threaded)
         Wp = _packed(W_hh, width, True, B)
         with _one_blas_thread():
-            _lstm_fwd(x, W_ih, gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
-                      _counters(T, H, width), _recycled.empty((B * 4 * H,), x.dtype),
-                      _SCALARS[x.dtype], threads, _product_threads(T * B * I * 4 * H))
+            forward(x, W_ih, gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
+                    _counters(T, H, width), _recycled.empty((B * 4 * H,), x.dtype),
+                    _SCALARS[x.dtype], threads, batch_split,
+                    _product_threads(T * B * I * 4 * H) if threaded else 1)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
              "bias": b_ih is not None}
     y = _recycled.empty((T, B, H), x.dtype)
@@ -851,17 +921,19 @@ def lstm_backward(dy, dh_n, dc_n, saved):
         dx, dW_ih, dW_hh = np.zeros_like(x), np.zeros_like(W_ih), np.zeros_like(W_hh)
         db = np.zeros(4 * H, dtype=x.dtype)
     else:
-        threads, width = _plan(B, H)
+        _, backward, threaded = _drivers(x.dtype)
+        threads, width, batch_split = _plan(B, H, x.itemsize, threaded)
         Wp = _packed(W_hh, width, False, B)
         # dA @ W_hh per block in one product, or one per gate where one would exceed BLOCK_MNK
-        K = 4 * H if B * 4 * H * width <= BLOCK_MNK else H
+        rows = -(-B // threads) if batch_split else B
+        K = 4 * H if rows * 4 * H * width <= BLOCK_MNK else H
         dx, dW_ih, dW_hh = (_recycled.empty(a.shape, x.dtype) for a in (x, W_ih, W_hh))
         db = np.zeros(4 * H, dtype=x.dtype)
         with _one_blas_thread():
-            _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, saved["gates"], hs, saved["cs"], Wp, width, K,
-                      _counters(T, H, width), _SCALARS[x.dtype], threads,
-                      _product_threads(T * B * 4 * H * (I + H)),
-                      dx, dW_ih, dW_hh, db)
+            backward(dy, dh, dc, x, W_ih, W_hh, saved["gates"], hs, saved["cs"], Wp, width, K,
+                     _counters(T, H, width), _SCALARS[x.dtype], threads, batch_split,
+                     _product_threads(T * B * 4 * H * (I + H)) if threaded else 1,
+                     dx, dW_ih, dW_hh, db)
     saved["gates"] = None
     grads = {"x": dx, "h0": dh, "c0": dc, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
@@ -915,8 +987,8 @@ def rnn_backward(dy, dh_n, saved):
 
 
 def compile_all() -> None:
-    """Compile every kernel of this module (LSTM and RNN, forward and backward, float32 and
-    float64, the one-thread and the threaded paths), or load it from Numba's on-disk cache:
+    """Compile every kernel of this module (LSTM and RNN, forward and backward, float32 with
+    its threaded paths and float64), or load it from Numba's on-disk cache:
     seconds once per environment, so that no lesson waits for a compiler later."""
     for dt in (np.float32, np.float64):
         x, h, W, U = (np.ones(s, dt) for s in [(2, 1, 3), (1, 4), (16, 3), (16, 4)])
