@@ -149,13 +149,14 @@ def _check_lstm_against_reference(T, B, I, H, dtype, seed=3):
         assert_close(g, ref_g[name], TOL[dtype], f"d{name}")
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("threads_from", [0, 1 << 60], ids=["parallel", "one-thread"])
+@pytest.mark.parametrize("dtype,threads_from,split_rows", [
+    (np.float32, 0, 1 << 30), (np.float32, 0, 1), (np.float32, 1 << 60, 1 << 30),
+    (np.float64, 1 << 60, 1 << 30)],  # float64 runs on one thread: see the test below
+    ids=["float32-threads-units", "float32-threads-batch-split", "float32-one-thread", "float64"])
 @pytest.mark.parametrize("width,block_mnk", [(13, 1 << 19), (5, 1 << 19), (1, 1 << 19), (8, 1)])
 @pytest.mark.parametrize("batch", [3, 1], ids=["batch3", "batch1"])
-@pytest.mark.parametrize("split_rows", [1 << 30, 1], ids=["units", "batch-split"])
-def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, width, block_mnk, batch,
-                                            split_rows):
+def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, split_rows, width,
+                                            block_mnk, batch):
     """Every way of cutting a step into blocks gives the reference's answer: one block of all
     13 units, blocks whose last one is narrower (5 + 5 + 3), blocks of one unit, the backward
     product split by gates (BLOCK_MNK = 1), on one thread or on Numba's threads, sharing the
@@ -168,6 +169,24 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, wi
     monkeypatch.setattr(K, "BATCH_SPLIT_ROWS", split_rows)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
+
+
+def test_float64_runs_on_one_thread(monkeypatch):
+    """float64, the precise path, never enters the threaded drivers, however large the
+    problem (it compiles without threads, in half the time)."""
+    def threaded(*args):
+        raise AssertionError("a threaded driver ran for float64")
+
+    monkeypatch.setattr(K, "_lstm_fwd", threaded)
+    monkeypatch.setattr(K, "_lstm_bwd", threaded)
+    monkeypatch.setattr(K, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(K, "PARALLEL_PRODUCT_FROM", 0)
+    a = layer_args("lstm", 6, 16, 5, 13)
+    assert a["x"].dtype == np.float64
+    y, h, c, saved = K.lstm_forward(**a)
+    K.lstm_backward(*output_grads("lstm", 6, 16, 13), saved)
+    with pytest.raises(AssertionError, match="threaded driver"):  # while float32 does
+        K.lstm_forward(**layer_args("lstm", 6, 16, 5, 13, dtype=np.float32))
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 3, 7, 16])
