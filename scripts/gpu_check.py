@@ -3,11 +3,11 @@
     python scripts/gpu_check.py                                  # on the GPU machine, < 3 minutes
     NUMBA_ENABLE_CUDASIM=1 python scripts/gpu_check.py --tiny    # tiny sizes on the CPU simulator
 
-1. correctness: every kernel (tiled and teaching; LSTM and RNN; forward and backward; the
+1. correctness: every kernel (tiled, teaching and persistent; LSTM and RNN; forward and backward; the
    ConvLSTM gates with and without peepholes) against lstmkit.reference in float64 on the
    CPU (ConvLSTM backward: torch autograd in float64), at realistic sizes;
 2. the torch zero-copy path: CUDA tensors in, numba device arrays out, no copies;
-3. timing: forward and forward+backward of the tiled and the teaching kernel and of
+3. timing: forward and forward+backward of every kernel family and of
    torch.nn.LSTM on cuDNN with the same weights, T = 100, I = H, float32, median of --reps
    runs after warm-up, with the device synchronised around every run.
 
@@ -188,12 +188,16 @@ def benchmark(K, cuda, configs, T: int, reps: int, warmup: int, deadline: float)
         rows.append(((B, H), time_config(K, B, H, T, dev, sync, reps, warmup)))
         print(f"  done B={B} H={H}", flush=True)
 
-    print("\n   B     H | forward ms: torch   tiled   teach | fwd+bwd ms: torch   tiled   teach"
-          " | torch/tiled fwd  f+b | torch/teach fwd  f+b")
+    names = ("torch",) + K.KERNELS
+    head = " ".join(f"{n[:8]:>8}" for n in names)
+    print(f"\n   B     H | forward ms {head} | fwd+bwd ms {head} | torch/ours, fwd and f+b: "
+          + "  ".join(f"{n[:11]:>11}" for n in K.KERNELS))
     for (B, H), r in rows:
-        (tf, tb), (af, ab), (ef, eb) = r["torch"], r["tiled"], r["teaching"]
-        print(f"  {B:3d} {H:5d} |          {tf:7.2f} {af:7.2f} {ef:7.2f} |          {tb:7.2f} {ab:7.2f}"
-              f" {eb:7.2f} |        {tf / af:5.2f} {tb / ab:5.2f} |        {tf / ef:5.2f} {tb / eb:5.2f}")
+        tf, tb = r["torch"]
+        fwd = " ".join(f"{r[n][0]:8.2f}" for n in names)
+        fb = " ".join(f"{r[n][1]:8.2f}" for n in names)
+        ratios = "  ".join(f"{tf / r[n][0]:5.2f} {tb / r[n][1]:5.2f}" for n in K.KERNELS)
+        print(f"  {B:3d} {H:5d} |            {fwd} |            {fb} |                          {ratios}")
     print("  (ratio torch/ours > 1 means ours is faster; torch forward runs under no_grad; TF32 off)")
 
 
@@ -246,7 +250,7 @@ def main(argv=None) -> int:
         sizes, conv, configs, T, reps, warmup = [(3, 2, 5, 9)], (2, 2, 3), [(1, 4), (2, 9)], 3, 1, 1
     else:
         sizes = [(50, 16, 128, 128), (50, 64, 256, 256), (20, 5, 33, 130)]
-        conv, configs = (8, 32, 32), [(1, 128), (16, 128), (64, 256), (64, 512)]
+        conv, configs = (8, 32, 32), [(1, 32), (1, 128), (1, 512), (16, 128), (64, 256), (64, 512)]
         T, reps, warmup = 100, opts.reps, 2
     check_sequences(K, sizes)
     check_convlstm(K, *conv)

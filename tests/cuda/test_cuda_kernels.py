@@ -1,4 +1,4 @@
-"""The CUDA kernels (teaching and tiled) agree with lstmkit.reference, forward and backward.
+"""The CUDA kernels (teaching, tiled and persistent) agree with lstmkit.reference, forward and backward.
 
 Inputs are float32; the reference runs in float64 on the same numbers cast up; results must
 agree to rtol 1e-4, atol 1e-5. Shapes are tiny (the simulator runs every GPU thread as a
@@ -87,6 +87,30 @@ def test_forward_and_backward_match_reference(kernel, kind, T, B, I, H, bias):
 
 
 @pytest.mark.parametrize("kind", ["lstm", "rnn"])
+def test_persistent_kernel_with_more_rows_than_threads(kind):
+    # G*H gate rows over PERSISTENT_THREADS threads: each thread runs several rows (and, in
+    # the simulator, several units) of every step, in both phases of forward and backward.
+    H = min(K.PERSISTENT_MAX_H, K.PERSISTENT_THREADS + 3)
+    args, upstream = make(kind, 2, 1, 3, H, seed=11)
+    check_against_reference(kind, "persistent", args, upstream)
+
+
+def test_auto_picks_persistent_up_to_its_measured_limit_then_tiled():
+    assert K._pick_kernel("auto", 1) == K._pick_kernel("auto", K.PERSISTENT_AUTO_UP_TO) == "persistent"
+    assert K._pick_kernel("auto", K.PERSISTENT_AUTO_UP_TO + 1) == "tiled"
+    assert K._pick_kernel("tiled", 3) == "tiled"  # an explicit choice stands
+    args, upstream = make("lstm", 2, 2, 3, 5, seed=4)
+    assert K.lstm_forward(**args)[-1].kernel == "persistent"
+    check_against_reference("lstm", "auto", args, upstream)
+
+
+def test_persistent_kernel_names_its_limit_on_hidden_size():
+    args, _ = make("rnn", 1, 1, 1, K.PERSISTENT_MAX_H + 1)
+    with pytest.raises(ValueError, match=f"H <= {K.PERSISTENT_MAX_H}, got H = {K.PERSISTENT_MAX_H + 1}"):
+        K.rnn_forward(**args, kernel="persistent")
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
 def test_missing_upstream_gradients_mean_zero(kind):
     args, (dy, dh_n, *rest) = make(kind, 2, 3, 2, 4, seed=7)
     # LSTM: no dy and no dc_n (only the final h is used); RNN: no dh_n (only the outputs).
@@ -165,7 +189,7 @@ def test_wrong_shape_is_a_value_error_naming_the_argument(name, shape, on_device
 
 def test_other_bad_input():
     args, (dy, dh_n, dc_n) = make("lstm", 2, 2, 3, 4)
-    with pytest.raises(ValueError, match="kernel must be one of"):
+    with pytest.raises(ValueError, match="kernel must be .auto. or one of"):
         K.lstm_forward(**args, kernel="fast")
     with pytest.raises(ValueError, match="b_ih and b_hh"):
         K.lstm_forward(**(args | {"b_hh": None}))
