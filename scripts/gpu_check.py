@@ -3,9 +3,9 @@
     python scripts/gpu_check.py                                  # on the GPU machine, < 3 minutes
     NUMBA_ENABLE_CUDASIM=1 python scripts/gpu_check.py --tiny    # tiny sizes on the CPU simulator
 
-1. correctness: every kernel (tiled, teaching and persistent; LSTM and RNN; forward and backward; the
-   ConvLSTM gates with and without peepholes) against lstmkit.reference in float64 on the
-   CPU (ConvLSTM backward: torch autograd in float64), at realistic sizes;
+1. correctness: every kernel (tiled, teaching and persistent; LSTM and RNN; forward and
+   backward; the ConvLSTM gates with and without peepholes) against lstmkit.reference in
+   float64 on the CPU (ConvLSTM backward: torch autograd in float64), at realistic sizes;
 2. the torch zero-copy path: CUDA tensors in, numba device arrays out, no copies;
 3. timing: forward and forward+backward of every kernel family and of
    torch.nn.LSTM on cuDNN with the same weights, T = 100, I = H, float32, median of --reps

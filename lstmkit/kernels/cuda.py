@@ -83,7 +83,7 @@ TILE_PAD = TILE + 1
 THREADS = TILE * TILE  # threads per block of the one-dimensional kernels
 KERNELS = ("tiled", "teaching", "persistent")
 # The persistent kernels keep a step's gate pre-activations (or their gradients) and h_{t-1}
-# in shared memory: G*H + 2H floats, 20 KiB for an LSTM at this hidden size.
+# in shared memory: G*H + H floats, 20 KiB for an LSTM at this hidden size.
 PERSISTENT_MAX_H = 1024
 PERSISTENT_ROWS = 4 * PERSISTENT_MAX_H  # (a shared array's size must be a constant, not an expression)
 # kernel="auto" runs the persistent kernels up to this hidden size, the tiled ones above it.
@@ -424,6 +424,10 @@ def _rnn_step_backward(t, dy, dh_in, hs, W_hh, dA, dh_out):
 
 
 # ------------------------------------------------------------- persistent kernels (LSTM, RNN)
+# The whole time loop in one launch. Block b runs batch row b through every step. Batch rows
+# never meet, so a step needs no other block's h: the barrier between steps is a
+# syncthreads() inside the block, not a new launch from Python. G = 4 (LSTM) or 1 (RNN).
+#
 # Unsigned offsets: a signed index makes Numba check for negative (wrap-around) indices at every
 # load, several 64-bit integer instructions per element, more than the multiply-add itself.
 _U1, _U2, _U3, _U4 = uint64(1), uint64(2), uint64(3), uint64(4)
@@ -452,10 +456,6 @@ def _column_dot(v, M, col, n, stride):
         a0 += v[uint64(k)] * M[i]
         i += s
     return (a0 + a1) + (a2 + a3)
-
-# The whole time loop in one launch. Block b runs batch row b through every step. Batch rows
-# never meet, so a step needs no other block's h: the barrier between steps is a
-# syncthreads() inside the block, not a new launch from Python. G = 4 (LSTM) or 1 (RNN).
 
 
 @cuda.jit(**_PERSISTENT_JIT)
