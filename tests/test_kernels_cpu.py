@@ -171,6 +171,50 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("H,width,threads_from", [(64, 64, 1 << 60), (128, 64, 0), (128, 128, 0),
+                                                  (192, 64, 0)],
+                         ids=["one-tile-a-gate", "two-blocks", "two-tiles-a-gate", "three-blocks"])
+def test_batch1_tiles_match_reference(monkeypatch, dtype, H, width, threads_from):
+    """At batch 1, blocks of whole tiles run the product on ``add_tile``, after packing W_hh^T
+    at their first step: one block or several (more than the threads), one tile per gate or
+    two, on one thread or shared by Numba's threads (float64 always runs on one)."""
+    monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", threads_from)
+    monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
+    monkeypatch.setattr(K, "TILES_FROM_STEPS", 9)
+    assert K._tiled(9, 1, H, width)
+    _check_lstm_against_reference(9, 1, 5, H, dtype)
+
+
+def test_tiles_only_where_blocks_are_whole_tiles_and_the_packing_pays():
+    T = K.TILES_FROM_STEPS
+    assert K._tiled(T, 1, 128, 64) and K._tiled(T, 1, 512, 256) and K._tiled(T, 1, 64, 64)
+    assert not K._tiled(T - 1, 1, 128, 64)  # too few steps to repay the packing
+    assert not K._tiled(T, 2, 128, 64)  # batch 2: matrix products
+    assert not K._tiled(T, 1, 96, 48) and not K._tiled(T, 1, 32, 32)  # narrower than a tile
+    assert not K._tiled(T, 1, 192, 128)  # a last block of 64: the blocks must all be alike
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tile_packing_holds_each_blocks_transposed_gate_rows(dtype):
+    from numba import njit
+
+    H, width = 128, 64
+    G = 4 * H
+    W = np.random.default_rng(0).standard_normal((G, H)).astype(dtype)
+    out = np.full(W.size, np.nan, dtype)
+    pack = njit(lambda W, j0, width, out: K._pack_tiles(W, j0, width, out))
+    for j0 in range(0, H, width):
+        pack(W, j0, width, out)
+        for q in range(4):
+            for r in range(0, width, K.TILE):
+                start = G * j0 + (q * width + r) * H
+                tile = out[start:start + H * K.TILE].reshape(H, K.TILE)
+                rows = q * H + j0 + r
+                np.testing.assert_array_equal(tile, W[rows:rows + K.TILE].T)
+    assert not np.isnan(out).any()  # the blocks' tiles cover the buffer
+
+
 def test_float64_runs_on_one_thread(monkeypatch):
     """float64, the precise path, never enters the threaded drivers, however large the
     problem (it compiles without threads, in half the time)."""
@@ -202,27 +246,31 @@ def test_each_thread_tries_every_block_once_its_own_first(blocks, n):
     assert sorted(shares) == list(range(blocks))  # the shares cover the blocks once
 
 
-@pytest.mark.parametrize("batch,split_rows", [(3, 1 << 30), (1, 1 << 30), (7, 1)],
-                         ids=["batch3", "batch1", "batch7-split"])
+@pytest.mark.parametrize("batch,split_rows,H,width", [
+    (3, 1 << 30, 13, 3), (1, 1 << 30, 13, 3), (7, 1, 13, 3), (1, 1 << 30, 320, 64)],
+    ids=["batch3", "batch1", "batch7-split", "batch1-tiles"])
 @pytest.mark.parametrize("shares,numba_threads", [(2, 2), (3, 2), (4, 1)])
 def test_threaded_time_loops_finish_and_agree_however_shares_are_scheduled(
-        monkeypatch, batch, split_rows, shares, numba_threads):
-    """The threads of a time loop wait for each other at every step. Cut into more shares than
-    Numba has threads, some thread runs several shares in turn (with one thread, all of them
-    one after the other): the loop must still finish, with the same answer as on one thread,
-    bit for bit, whoever ran which block. Split by batch rows, the same rows on one Numba
-    thread: BLAS may sum a product of 3 rows in another order than one of 7."""
+        monkeypatch, batch, split_rows, H, width, shares, numba_threads):
+    """The threads of a time loop wait for each other at every step (with tiles, for the
+    block's own units, then for the step). Cut into more shares than Numba has threads, some
+    thread runs several shares in turn (with one thread, all of them one after the other): the
+    loop must still finish, with the same answer as on one thread, bit for bit, whoever ran
+    which block. Split by batch rows, the same rows on one Numba thread: BLAS may sum a product
+    of 3 rows in another order than one of 7."""
     import threading
 
     from numba import config, set_num_threads
 
-    monkeypatch.setattr(K, "block_width", lambda B, H, threads: 3)  # 5 blocks of the 13 units
+    monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)  # 5 blocks
+    monkeypatch.setattr(K, "TILES_FROM_STEPS", 1)
+    assert K._tiled(7, batch, H, width) == (H == 320)
     monkeypatch.setattr(K, "MACS_PER_THREAD", 1)  # as many threads as get_num_threads says
     monkeypatch.setattr(K, "PARALLEL_FROM", 0)
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", 0)
     monkeypatch.setattr(K, "BATCH_SPLIT_ROWS", split_rows)
-    a = layer_args("lstm", 7, batch, 5, 13, dtype=np.float32, seed=2)
-    up = output_grads("lstm", 7, batch, 13, dtype=np.float32, seed=3)
+    a = layer_args("lstm", 7, batch, 5, H, dtype=np.float32, seed=2)
+    up = output_grads("lstm", 7, batch, H, dtype=np.float32, seed=3)
 
     def run(results, numba_threads=numba_threads):
         # per thread in Numba, so set in the thread that runs; a 1-core machine has only one

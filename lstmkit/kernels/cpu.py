@@ -17,9 +17,11 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
 * each step is cut into blocks of hidden units. A block's recurrent product is small enough
   for BLAS's fast path for small matrices (see ``BLOCK_MNK``), reads weights packed once per
   call into the block's own compact layout, and is followed by the block's gate math, so
-  blocks never wait for each other within a step. At batch 1 the products are BLAS
-  matrix-vector products on W_hh itself (``_gemv``), or up to ``MATVEC_UP_TO`` units a loop of
-  our own on W_hh^T (``_add_matvec``);
+  blocks never wait for each other within a step. At batch 1 the products are matrix-vector
+  products: where the blocks are whole tiles of 64 units, ``lstmkit.kernels.simd.add_tile``
+  on tiles of W_hh^T, which each block packs at its first step and then reads with its sums
+  held in vector registers; otherwise BLAS on W_hh itself (``_gemv``), or up to
+  ``MATVEC_UP_TO`` units a loop of our own on W_hh^T (``_add_matvec``);
 * the recurrent product is added into the step's pre-activations before the gate loop, and
   backward writes its gradients over the saved gate values: the gate loops then touch few
   arrays, which is what lets LLVM vectorise them cheaply for every batch row;
@@ -54,6 +56,7 @@ from numba import get_num_threads, njit, prange, types
 from numba.extending import overload, register_jitable
 
 from lstmkit import _checks
+from lstmkit.kernels.simd import TILE, VECTOR_BYTES, add_tile, transpose_block
 from lstmkit.kernels.sync import claim, count_done, wait_until
 
 __all__ = ["lstm_forward", "lstm_backward", "rnn_forward", "rnn_backward", "tanh", "sigmoid",
@@ -346,6 +349,24 @@ def _pack(W_hh, width, transpose, out):
                     dst[r * w + j] = src[j0 + j]
 
 
+@register_jitable(**_JIT)
+def _pack_tiles(W_hh, j0, width, out):
+    """The block of `width` units j0 .. j0 + width - 1 of W_hh: (4H, H), as flat tiles of W_hh^T
+    for ``add_tile`` (width: a multiple of TILE): rows r .. r + TILE - 1 of gate q's rows in
+    the block, transposed to (H, TILE), start at G*j0 + (q*width + r)*H. Each tile is one
+    contiguous run of memory, which the product reads from start to end."""
+    G, H = W_hh.shape
+    L = VECTOR_BYTES // W_hh.itemsize  # transpose_block's side (H is a multiple of TILE)
+    src = W_hh.reshape(G * H)
+    for q in range(4):
+        for r in range(0, width, TILE):
+            start = G * j0 + (q * width + r) * H
+            for v in range(0, TILE, L):
+                for k in range(0, H, L):
+                    transpose_block(out, start + k * TILE + v, TILE,
+                                    src, (q * H + j0 + r + v) * H + k, H)
+
+
 # ------------------------------------------------------------------------------ LSTM
 #
 # Each step is split into blocks of hidden units. A block owns its units' columns of all four
@@ -382,16 +403,18 @@ def _share(p, n, B, batch_split):
 
 
 @njit(**_JIT_GATES)
-def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, Wp, rec, taken, done, scal):
+def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, taken, done,
+                    scal):
     """Thread p of n's part of the forward time loop for batch rows r0 .. r1 - 1 (n = 1: all of
     it): at each step, the blocks of `width` units that it claims (see
-    ``lstmkit.kernels.sync``), after which it waits for the step's other blocks. taken:
-    (T * blocks,), done: (T,), int32 zeros on entry. (One function, blocks inlined: each level
-    of calls added ~0.3 s of compile time.)"""
+    ``lstmkit.kernels.sync``), after which it waits for the step's other blocks (with tiles,
+    halfway through the next step). taken: (2 * T * blocks,), done: (T,), int32 zeros on entry.
+    (One function, blocks inlined: each level of calls added ~0.3 s of compile time.)"""
     T1, _, H = hs.shape
     G, B = 4 * H, r1 - r0
     vector = hs.shape[1] == 1  # batch 1: Wp is W_hh or W_hh^T, for matrix-vector products
     blocks = -(-H // width)
+    finished = taken[(T1 - 1) * blocks:]  # a flag per step and block, set when it is done
     for t in range(T1 - 1):
         for k in range(blocks):
             blk = _nth_block(k, p, n, blocks)
@@ -406,7 +429,31 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, Wp, rec, taken, done, sc
             # batch row (measured at B=64, w=64: 57 ns per row instead of 300 ns). BLAS adds
             # them itself (beta = 1) where it can.
             a_t, h_t = gates[t, r0:r1].reshape(B * G), hs[t, r0:r1].reshape(B * H)
-            if vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
+            if tiles:  # batch 1, Wp in tiles of W_hh^T (see _pack_tiles)
+                # The block's own units of h_{t-1} first: whoever ran the block at the last
+                # step has them (most often this thread, in its own cache), while the other
+                # blocks may still be running. Waiting for those only then hides part of the
+                # threads' meeting behind the first part of the product (measured at H=128 on
+                # two threads, on a busy machine: 2.1-2.2 us per step, against 2.3-2.4 us when
+                # waiting first). The order of the sums is the block's, whichever thread runs
+                # it: its own units, then the units before them, then those after.
+                if t == 0:  # packed by the thread that first runs the block: into its cache
+                    _pack_tiles(W_hh, j0, w, Wp)
+                elif n > 1:
+                    wait_until(finished, (t - 1) * blocks + blk, 1)
+                for q in range(4):
+                    for r in range(0, w, TILE):
+                        tile = G * j0 + (q * w + r) * H
+                        add_tile(a_t, q * H + j0 + r, Wp, tile + j0 * TILE, TILE, h_t[j0:j0 + w])
+                if n > 1 and t > 0:
+                    wait_until(done, t - 1, blocks)
+                for q in range(4):
+                    for r in range(0, w, TILE):
+                        tile = G * j0 + (q * w + r) * H
+                        add_tile(a_t, q * H + j0 + r, Wp, tile, TILE, h_t[:j0])
+                        add_tile(a_t, q * H + j0 + r, Wp, tile + (j0 + w) * TILE, TILE,
+                                 h_t[j0 + w:])
+            elif vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
                 _add_matvec(Wp, h_t, a_t)
             elif vector and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
                 _gemv(G, H, Wp, H, False, h_t, a_t, 1, scal)
@@ -443,7 +490,9 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, Wp, rec, taken, done, sc
                     h_new[j] = o * tanh(c)
             if n > 1:
                 count_done(done, t)
-        if n > 1:
+                if tiles:
+                    count_done(finished, t * blocks + blk)
+        if n > 1 and not tiles:
             wait_until(done, t, blocks)
 
 
@@ -463,11 +512,12 @@ def _project(p, n, x, W_ih, bias, gates, scal):
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
-def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop_threads,
-              batch_split, product_threads):
+def _lstm_fwd(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, bias, width, counters, rec, scal,
+              loop_threads, batch_split, product_threads):
     """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
-    for blocks of `width` units; counters: ``_counters(T, H, width)``; rec: (B * 4H,) scratch;
+    for blocks of `width` units, or with tiles (``_tiled``) memory that the time loop packs
+    W_hh: (4H, H) into; counters: ``_counters(T, H, width)``; rec: (B * 4H,) scratch;
     scal: ``_SCALARS[dtype]``. The projection's rows are split over product_threads threads,
     the time loop over loop_threads (1: no parallel region at all): each step's blocks, or with
     batch_split, the batch rows (each thread then runs the whole loop for its rows alone)."""
@@ -481,12 +531,13 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, Wp, bias, width, counters, rec, scal, loop
     taken, done = counters[T:], counters[:T]
     n, B = loop_threads, x.shape[1]
     if n == 1:  # (p as int64 in all calls, for one compiled copy: prange's index is unsigned)
-        _lstm_fwd_steps(np.int64(0), n, width, np.int64(0), B, gates, hs, cs, Wp, rec, taken, done,
-                        scal)
+        _lstm_fwd_steps(np.int64(0), n, width, np.int64(0), B, gates, hs, cs, W_hh, Wp, tiles, rec,
+                        taken, done, scal)
     else:
         for p in prange(n):  # one parallel region for the whole time loop
             q, m, r0, r1 = _share(np.int64(p), n, B, batch_split)
-            _lstm_fwd_steps(q, m, width, r0, r1, gates, hs, cs, Wp, rec, taken, done, scal)
+            _lstm_fwd_steps(q, m, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, taken, done,
+                            scal)
 
 
 @njit(**_JIT_GATES)
@@ -775,11 +826,27 @@ _ONLY_THE_LIST = _refs([np.empty(1)], 0)  # measured, not assumed: it differs be
 _recycled = _Recycler()
 
 
-def _packed(W_hh, width: int, forward: bool, B: int) -> np.ndarray:
-    """W_hh packed for the time loop's blocks (see ``_pack``), in recycled memory; at batch 1
-    the loop reads W_hh itself (see ``_gemv``), except in a forward pass in one block of at
-    most MATVEC_UP_TO units, which reads W_hh^T (``_add_matvec``)."""
+# Steps from which a forward pass at batch 1 packs W_hh into tiles (see _tiled): each block
+# packs its own at its first step, which costs a few steps' worth of products. Measured here,
+# forward at T = 1, 4, 16 and 32, us, with tiles against without: H=128: 31/26, 50/47, 69/74,
+# 91/105; H=512: 473/427, 492/467, 880/896, 1367/1458.
+TILES_FROM_STEPS = 16
+
+
+def _tiled(T: int, B: int, H: int, width: int) -> bool:
+    """Whether a forward pass runs its recurrent products on tiles (``add_tile``): at batch 1,
+    over TILES_FROM_STEPS steps or more, in blocks of whole tiles."""
+    return B == 1 and T >= TILES_FROM_STEPS and width % TILE == 0 and H % width == 0
+
+
+def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.ndarray:
+    """W_hh packed for the time loop's blocks (see ``_pack``), in recycled memory: in tiles
+    (``_pack_tiles``) where the loop uses them; otherwise at batch 1 the loop reads W_hh
+    itself (see ``_gemv``), except in a forward pass in one block of at most MATVEC_UP_TO
+    units, which reads W_hh^T (``_add_matvec``)."""
     H = W_hh.shape[1]
+    if tiles:  # packed in the time loop, block by block (see _lstm_fwd_steps)
+        return _recycled.empty((W_hh.size,), W_hh.dtype)
     if B == 1 and forward and width == H <= MATVEC_UP_TO:
         # W_hh^T (one block's packing): numpy's transposing copy is the quickest at this size
         # (H=32: 1.2 us, _pack 3.3 us)
@@ -833,8 +900,8 @@ def _plan(B: int, H: int, itemsize: int = 4, threaded: bool = True) -> tuple[int
 
 def _counters(T: int, H: int, width: int) -> np.ndarray:
     """Zeros for a time loop's synchronisation (see ``_lstm_fwd_steps``): T counts of the blocks
-    done at each step, then one flag per step and block."""
-    return np.zeros(T * (1 + -(-H // width)), dtype=np.int32)
+    done at each step, then two flags per step and block (claimed, finished)."""
+    return np.zeros(T * (1 + 2 * -(-H // width)), dtype=np.int32)
 
 
 def _product_threads(macs: int) -> int:
@@ -885,9 +952,10 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
     else:
         forward, _, threaded = _drivers(x.dtype)
         threads, width, batch_split = _plan(B, H, x.itemsize, threaded)
-        Wp = _packed(W_hh, width, True, B)
+        tiles = _tiled(T, B, H, width)
+        Wp = _packed(W_hh, width, True, B, tiles)
         with _one_blas_thread():
-            forward(x, W_ih, gates, hs, cs, Wp, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
+            forward(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
                     _counters(T, H, width), _recycled.empty((B * 4 * H,), x.dtype),
                     _SCALARS[x.dtype], threads, batch_split,
                     _product_threads(T * B * I * 4 * H) if threaded else 1)
