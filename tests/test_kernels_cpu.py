@@ -177,8 +177,9 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
                          ids=["one-tile-a-gate", "two-blocks", "two-tiles-a-gate", "three-blocks"])
 def test_batch1_tiles_match_reference(monkeypatch, dtype, H, width, threads_from):
     """At batch 1, blocks of whole tiles run the product on ``add_tile``, after packing W_hh^T
-    at their first step: one block or several (more than the threads), one tile per gate or
-    two, on one thread or shared by Numba's threads (float64 always runs on one)."""
+    at their first step, in one order at even steps and the other at odd ones: one block or
+    several (more than the threads), one tile per gate or two, on one thread or shared by
+    Numba's threads (float64 always runs on one)."""
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", threads_from)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
     monkeypatch.setattr(K, "TILES_FROM_STEPS", 9)
@@ -252,12 +253,12 @@ def test_each_thread_tries_every_block_once_its_own_first(blocks, n):
 @pytest.mark.parametrize("shares,numba_threads", [(2, 2), (3, 2), (4, 1)])
 def test_threaded_time_loops_finish_and_agree_however_shares_are_scheduled(
         monkeypatch, batch, split_rows, H, width, shares, numba_threads):
-    """The threads of a time loop wait for each other at every step (with tiles, for the
-    block's own units, then for the step). Cut into more shares than Numba has threads, some
-    thread runs several shares in turn (with one thread, all of them one after the other): the
-    loop must still finish, with the same answer as on one thread, bit for bit, whoever ran
-    which block. Split by batch rows, the same rows on one Numba thread: BLAS may sum a product
-    of 3 rows in another order than one of 7."""
+    """The threads of a time loop wait for each other at every step. Cut into more shares than
+    Numba has threads, some thread runs several shares in turn (with one thread, all of them
+    one after the other): the loop must still finish, with the same answer as on one thread,
+    bit for bit, whoever ran which block (with tiles, whoever packed it). Split by batch rows,
+    the same rows on one Numba thread: BLAS may sum a product of 3 rows in another order than
+    one of 7."""
     import threading
 
     from numba import config, set_num_threads
