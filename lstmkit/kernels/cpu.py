@@ -813,9 +813,9 @@ _recycled = _Recycler()
 
 # Steps from which a forward pass at batch 1 packs W_hh into tiles (see _tiled): each block
 # packs its own at its first step, which costs a few steps' worth of products. Measured here,
-# forward at T = 1, 4, 16 and 32, us, with tiles against without: H=128: 31/26, 50/47, 69/74,
-# 91/105; H=512: 473/427, 492/467, 880/896, 1367/1458.
-TILES_FROM_STEPS = 16
+# forward at T = 1, 4, 8, 16 and 32, us, with tiles against without: H=128: 38/31, 61/57,
+# 72/72, 93/98, 137/158; H=512: 437/379, 481/473, 556/589, 742/830, 1116/1382.
+TILES_FROM_STEPS = 8
 
 
 def _tiled(T: int, B: int, H: int, width: int) -> bool:
