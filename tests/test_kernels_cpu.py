@@ -171,20 +171,19 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("H,width,threads_from", [(64, 64, 1 << 60), (128, 64, 0), (128, 128, 0),
                                                   (192, 64, 0)],
                          ids=["one-tile-a-gate", "two-blocks", "two-tiles-a-gate", "three-blocks"])
-def test_batch1_tiles_match_reference(monkeypatch, dtype, H, width, threads_from):
+def test_batch1_tiles_match_reference(monkeypatch, H, width, threads_from):
     """At batch 1, blocks of whole tiles run the product on ``add_tile``, after packing W_hh^T
     at their first step, in one order at even steps and the other at odd ones: one block or
     several (more than the threads), one tile per gate or two, on one thread or shared by
-    Numba's threads (float64 always runs on one)."""
+    Numba's threads."""
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", threads_from)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
     monkeypatch.setattr(K, "TILES_FROM_STEPS", 9)
-    assert K._tiled(9, 1, H, width)
-    _check_lstm_against_reference(9, 1, 5, H, dtype)
+    assert K._tiled(9, 1, H, width, np.float32)
+    _check_lstm_against_reference(9, 1, 5, H, np.float32)
 
 
 def test_tiles_only_where_blocks_are_whole_tiles_and_the_packing_pays():
@@ -194,6 +193,7 @@ def test_tiles_only_where_blocks_are_whole_tiles_and_the_packing_pays():
     assert not K._tiled(T, 2, 128, 64)  # batch 2: matrix products
     assert not K._tiled(T, 1, 96, 48) and not K._tiled(T, 1, 32, 32)  # narrower than a tile
     assert not K._tiled(T, 1, 192, 128)  # a last block of 64: the blocks must all be alike
+    assert not K._tiled(T, 1, 128, 64, np.float64)  # float64, the precise path: no tiles
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

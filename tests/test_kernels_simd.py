@@ -19,6 +19,11 @@ def _add_tile(y, y0, W, w0, ld, h):
     add_tile(y, y0, W, w0, ld, h)
 
 
+@njit(fastmath=True)  # as in the kernels: the flags must not reach add_tile's arithmetic
+def _add_tile_fastmath(y, y0, W, w0, ld, h):
+    add_tile(y, y0, W, w0, ld, h)
+
+
 @njit
 def _transpose_block(dst, d0, ldd, src, s0, lds):
     transpose_block(dst, d0, ldd, src, s0, lds)
@@ -37,9 +42,10 @@ def test_add_tile_sums_each_output_in_order(dtype, n, ld, y0, w0):
     expected = y.copy()
     for k in range(n):  # one product and one sum per step, each rounded in dtype
         expected[y0:y0 + TILE] = expected[y0:y0 + TILE] + W[w0 + k * ld:w0 + k * ld + TILE] * h[k]
-    got = y.copy()
-    _add_tile(got, y0, W, w0, ld, h)
-    np.testing.assert_array_equal(got, expected)
+    for f in (_add_tile, _add_tile_fastmath):
+        got = y.copy()
+        f(got, y0, W, w0, ld, h)
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("dtype,side", [(np.float32, 16), (np.float64, 8)])

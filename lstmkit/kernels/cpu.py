@@ -367,6 +367,37 @@ def _pack_tiles(W_hh, j0, width, out):
                                     src, (q * H + j0 + r + v) * H + k, H)
 
 
+def _tiled_product(t, j0, w, W_hh, Wp, h, a):
+    """a[gate rows of units j0 .. j0 + w - 1] += h @ their columns of W_hh^T, at step t, from
+    the tiles in Wp (see ``_pack_tiles``), which the block packs at step 0. Float32 only (see
+    the overload below)."""
+
+
+@overload(_tiled_product, jit_options=_JIT)
+def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a):
+    if a.dtype != types.float32:
+        # float64, the precise path, never runs on tiles (see _tiled): compiling them for it
+        # took ~0.4 s of the kernels' cold compile.
+        def no_tiles(t, j0, w, W_hh, Wp, h, a):
+            raise AssertionError("tiles are for float32")
+        return no_tiles
+
+    def tiled_product(t, j0, w, W_hh, Wp, h, a):
+        G, H = W_hh.shape
+        if t == 0:  # packed by the thread that first runs the block: into its cache
+            _pack_tiles(W_hh, j0, w, Wp)
+        # Every other step runs the tiles backwards, starting with those read last, which
+        # are still in the core's cache when the block's tiles are larger than it (measured
+        # at H=512, 2 MiB a block: 20-21 us per step, against 26 us in one order). Each tile
+        # holds its own outputs, so the order changes no result.
+        per_gate = w // TILE
+        for k in range(4 * per_gate):
+            i = 4 * per_gate - 1 - k if t % 2 else k
+            q, r = i // per_gate, i % per_gate * TILE
+            add_tile(a, q * H + j0 + r, Wp, G * j0 + (q * w + r) * H, TILE, h)
+    return tiled_product
+
+
 # ------------------------------------------------------------------------------ LSTM
 #
 # Each step is split into blocks of hidden units. A block owns its units' columns of all four
@@ -429,17 +460,7 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
             # them itself (beta = 1) where it can.
             a_t, h_t = gates[t, r0:r1].reshape(B * G), hs[t, r0:r1].reshape(B * H)
             if tiles:  # batch 1, Wp in tiles of W_hh^T (see _pack_tiles)
-                if t == 0:  # packed by the thread that first runs the block: into its cache
-                    _pack_tiles(W_hh, j0, w, Wp)
-                # Every other step runs the tiles backwards, starting with those read last,
-                # which are still in the core's cache when the block's tiles are larger than
-                # it (measured at H=512, 2 MiB a block: 20-21 us per step, against 26 us in
-                # one order). Each tile holds its own outputs, so the order changes no result.
-                per_gate = w // TILE
-                for k_tile in range(4 * per_gate):
-                    i = 4 * per_gate - 1 - k_tile if t % 2 else k_tile
-                    q, r = i // per_gate, i % per_gate * TILE
-                    add_tile(a_t, q * H + j0 + r, Wp, G * j0 + (q * w + r) * H, TILE, h_t)
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t)
             elif vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
                 _add_matvec(Wp, h_t, a_t)
             elif vector and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
@@ -818,10 +839,11 @@ _recycled = _Recycler()
 TILES_FROM_STEPS = 8
 
 
-def _tiled(T: int, B: int, H: int, width: int) -> bool:
-    """Whether a forward pass runs its recurrent products on tiles (``add_tile``): at batch 1,
-    over TILES_FROM_STEPS steps or more, in blocks of whole tiles."""
-    return B == 1 and T >= TILES_FROM_STEPS and width % TILE == 0 and H % width == 0
+def _tiled(T: int, B: int, H: int, width: int, dtype=np.float32) -> bool:
+    """Whether a forward pass runs its recurrent products on tiles (``add_tile``): in float32,
+    at batch 1, over TILES_FROM_STEPS steps or more, in blocks of whole tiles."""
+    return (dtype == np.float32 and B == 1 and T >= TILES_FROM_STEPS and width % TILE == 0
+            and H % width == 0)
 
 
 def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.ndarray:
@@ -937,7 +959,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
     else:
         forward, _, threaded = _drivers(x.dtype)
         threads, width, batch_split = _plan(B, H, x.itemsize, threaded)
-        tiles = _tiled(T, B, H, width)
+        tiles = _tiled(T, B, H, width, x.dtype)
         Wp = _packed(W_hh, width, True, B, tiles)
         with _one_blas_thread():
             forward(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,

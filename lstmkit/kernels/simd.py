@@ -13,9 +13,9 @@ cache: 1.1-1.3 us per product for the best Numba loops and for BLAS sgemv, 0.60-
 Both intrinsics emit their loops in LLVM IR, on 64-byte vectors (``<16 x float>`` or
 ``<8 x double>``), which LLVM splits into what the CPU has: 1 AVX-512, 2 AVX or 4 SSE/NEON
 registers. ``add_tile`` keeps ``TILE`` outputs in registers for one pass over k, and loads and
-stores y once per tile. It multiplies and then adds, with no fast-math flags, so each output is
-summed in order, k = 0, 1, ..., in plain IEEE arithmetic: the same bits wherever and however it
-is compiled.
+stores y once per tile. It multiplies and then adds, without the fast-math flags of the kernel
+that calls it, so each output is summed in order, k = 0, 1, ..., in plain IEEE arithmetic: the
+same bits wherever and however it is compiled.
 
 They read and write raw pointers: the caller guarantees the bounds (see each docstring).
 Numba's on-disk cache keys the kernels on their own file only: after changing this one,
@@ -34,6 +34,11 @@ __all__ = ["TILE", "VECTOR_BYTES", "add_tile", "transpose_block"]
 TILE = 64  # outputs per tile: in float32, 4 AVX-512 registers (see ``add_tile``)
 VECTOR_BYTES = 64  # one AVX-512 register
 _I32, _INTP = ir.IntType(32), ir.IntType(types.intp.bitwidth)
+# Numba's fast-math pass gives every float instruction that has no flags of its own the
+# function's flags ("contract" would fuse fmul and fadd into one FMA, "reassoc" reorder the
+# sums). "nsz" (the sign of a zero may be ignored) is a flag, so the pass leaves these alone,
+# and it changes no bit of a sum that is not zero.
+_STRICT = ("nsz",)
 
 
 def _check(function: str, arrays: dict) -> None:
@@ -87,8 +92,9 @@ def add_tile(typingctx, y, y0, W, w0, ld, h):
             row = builder.bitcast(builder.gep(w_at, [builder.mul(k, ld)]), vec.as_pointer())
             for v, s in enumerate(sums):
                 w = builder.load(builder.gep(row, [_INTP(v)]), align=size)
-                # fmul then fadd, no flags: never fused or reordered (see the module's docstring)
-                builder.store(builder.fadd(builder.load(s), builder.fmul(w, hk)), s)
+                # fmul then fadd, never fused or reordered (see _STRICT)
+                product = builder.fmul(w, hk, flags=_STRICT)
+                builder.store(builder.fadd(builder.load(s), product, flags=_STRICT), s)
         for p, s in zip(ys, sums):
             builder.store(builder.load(s), p, align=size)
         return context.get_dummy_value()
