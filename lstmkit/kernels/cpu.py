@@ -962,7 +962,8 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         tiles = _tiled(T, B, H, width, x.dtype)
         Wp = _packed(W_hh, width, True, B, tiles)
         with _one_blas_thread():
-            forward(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
+            forward(x, W_ih, gates, hs, cs, W_hh, Wp, tiles,
+                    _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
                     _counters(T, H, width), _recycled.empty((B * 4 * H,), x.dtype),
                     _SCALARS[x.dtype], threads, batch_split,
                     _product_threads(T * B * I * 4 * H) if threaded else 1)
