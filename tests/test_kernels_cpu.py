@@ -196,23 +196,35 @@ def test_tiles_only_where_blocks_are_whole_tiles_and_the_packing_pays():
     assert not K._tiled(T, 1, 128, 64, np.float64)  # float64, the precise path: no tiles
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_tile_packing_holds_each_blocks_transposed_gate_rows(dtype):
+def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_order():
+    """At its first step a block packs its gate rows of W_hh, transposed, into tiles, and at
+    every step adds h @ them to its pre-activations, each output summed over h in order, in
+    plain float32, whichever order the tiles run in (first to last at even steps, last to
+    first at odd ones)."""
     from numba import njit
 
     H, width = 128, 64
     G = 4 * H
-    W = np.random.default_rng(0).standard_normal((G, H)).astype(dtype)
-    out = np.full(W.size, np.nan, dtype)
-    pack = njit(lambda W, j0, width, out: K._pack_tiles(W, j0, width, out))
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((G, H)).astype(np.float32)
+    h, a = rng.standard_normal(H).astype(np.float32), rng.standard_normal(G).astype(np.float32)
+    out = np.full(W.size, np.nan, np.float32)
+    product = njit(lambda t, j0, W, out, h, a: K._tiled_product(t, j0, width, W, out, h, a))
+    got = {t: a.copy() for t in (0, 1)}
     for j0 in range(0, H, width):
-        pack(W, j0, width, out)
+        for t in (0, 1):  # packs at step 0
+            product(t, j0, W, out, h, got[t])
         for q in range(4):
             for r in range(0, width, K.TILE):
                 start = G * j0 + (q * width + r) * H
                 tile = out[start:start + H * K.TILE].reshape(H, K.TILE)
                 rows = q * H + j0 + r
                 np.testing.assert_array_equal(tile, W[rows:rows + K.TILE].T)
+    expected = a.copy()
+    for k in range(H):
+        expected = expected + W[:, k] * h[k]
+    for t in (0, 1):
+        np.testing.assert_array_equal(got[t], expected)
     assert not np.isnan(out).any()  # the blocks' tiles cover the buffer
 
 

@@ -349,28 +349,12 @@ def _pack(W_hh, width, transpose, out):
                     dst[r * w + j] = src[j0 + j]
 
 
-@register_jitable(**_JIT)
-def _pack_tiles(W_hh, j0, width, out):
-    """The block of `width` units j0 .. j0 + width - 1 of W_hh: (4H, H), as flat tiles of W_hh^T
-    for ``add_tile`` (width: a multiple of TILE): rows r .. r + TILE - 1 of gate q's rows in
-    the block, transposed to (H, TILE), start at G*j0 + (q*width + r)*H. Each tile is one
-    contiguous run of memory, which the product reads from start to end."""
-    G, H = W_hh.shape
-    L = VECTOR_BYTES // W_hh.itemsize  # transpose_block's side (H is a multiple of TILE)
-    src = W_hh.reshape(G * H)
-    for q in range(4):
-        for r in range(0, width, TILE):
-            start = G * j0 + (q * width + r) * H
-            for v in range(0, TILE, L):
-                for k in range(0, H, L):
-                    transpose_block(out, start + k * TILE + v, TILE,
-                                    src, (q * H + j0 + r + v) * H + k, H)
-
-
 def _tiled_product(t, j0, w, W_hh, Wp, h, a):
     """a[gate rows of units j0 .. j0 + w - 1] += h @ their columns of W_hh^T, at step t, from
-    the tiles in Wp (see ``_pack_tiles``), which the block packs at step 0. Float32 only (see
-    the overload below)."""
+    tiles of W_hh^T in Wp, which the block packs at step 0: rows r .. r + TILE - 1 of gate q's
+    rows in the block, transposed to (H, TILE), start at G*j0 + (q*w + r)*H. Each tile is one
+    contiguous run of memory, which ``add_tile`` reads from start to end (w: a multiple of
+    TILE). Float32 only (see the overload below)."""
 
 
 @overload(_tiled_product, jit_options=_JIT)
@@ -385,7 +369,16 @@ def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a):
     def tiled_product(t, j0, w, W_hh, Wp, h, a):
         G, H = W_hh.shape
         if t == 0:  # packed by the thread that first runs the block: into its cache
-            _pack_tiles(W_hh, j0, w, Wp)
+            # (here, not in a function of its own: each function compiles on its own)
+            L = VECTOR_BYTES // 4  # transpose_block's side (H is a multiple of TILE)
+            src = W_hh.reshape(G * H)
+            for q in range(4):
+                for r in range(0, w, TILE):
+                    start = G * j0 + (q * w + r) * H
+                    for v in range(0, TILE, L):
+                        for k in range(0, H, L):
+                            transpose_block(Wp, start + k * TILE + v, TILE,
+                                            src, (q * H + j0 + r + v) * H + k, H)
         # Every other step runs the tiles backwards, starting with those read last, which
         # are still in the core's cache when the block's tiles are larger than it (measured
         # at H=512, 2 MiB a block: 20-21 us per step, against 26 us in one order). Each tile
@@ -459,7 +452,7 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
             # batch row (measured at B=64, w=64: 57 ns per row instead of 300 ns). BLAS adds
             # them itself (beta = 1) where it can.
             a_t, h_t = gates[t, r0:r1].reshape(B * G), hs[t, r0:r1].reshape(B * H)
-            if tiles:  # batch 1, Wp in tiles of W_hh^T (see _pack_tiles)
+            if tiles:  # batch 1, Wp in tiles of W_hh^T (see _tiled_product)
                 _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t)
             elif vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
                 _add_matvec(Wp, h_t, a_t)
@@ -848,7 +841,7 @@ def _tiled(T: int, B: int, H: int, width: int, dtype=np.float32) -> bool:
 
 def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.ndarray:
     """W_hh packed for the time loop's blocks (see ``_pack``), in recycled memory: in tiles
-    (``_pack_tiles``) where the loop uses them; otherwise at batch 1 the loop reads W_hh
+    (``_tiled_product``) where the loop uses them; otherwise at batch 1 the loop reads W_hh
     itself (see ``_gemv``), except in a forward pass in one block of at most MATVEC_UP_TO
     units, which reads W_hh^T (``_add_matvec``)."""
     H = W_hh.shape[1]
