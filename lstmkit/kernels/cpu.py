@@ -369,7 +369,7 @@ def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a):
     def tiled_product(t, j0, w, W_hh, Wp, h, a):
         G, H = W_hh.shape
         if t == 0:  # packed by the thread that first runs the block: into its cache
-            # (here, not in a function of its own: each function compiles on its own)
+            # (inline: Numba compiles every function apart, which adds to the cold compile)
             L = VECTOR_BYTES // 4  # transpose_block's side (H is a multiple of TILE)
             src = W_hh.reshape(G * H)
             for q in range(4):
