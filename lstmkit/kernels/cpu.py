@@ -845,7 +845,7 @@ def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.
     itself (see ``_gemv``), except in a forward pass in one block of at most MATVEC_UP_TO
     units, which reads W_hh^T (``_add_matvec``)."""
     H = W_hh.shape[1]
-    if tiles:  # packed in the time loop, block by block (see _lstm_fwd_steps)
+    if tiles:  # packed in the time loop, block by block (see _tiled_product)
         return _recycled.empty((W_hh.size,), W_hh.dtype)
     if B == 1 and forward and width == H <= MATVEC_UP_TO:
         # W_hh^T (one block's packing): numpy's transposing copy is the quickest at this size

@@ -7,10 +7,10 @@ how fast the core reads W. Written in Numba, the loop over the outputs j (inner)
 (outer) loads and stores y[j] again for every k: LLVM's loop vectoriser cannot keep y in
 registers across k, and its SLP vectoriser, which could, is off in Numba
 (``NUMBA_SLP_VECTORIZE``). Measured here, one core, W^T of 128 x 256 float32 (128 KiB) in its
-cache: 1.1-1.3 us per product for the best Numba loops and for BLAS sgemv, 0.60-0.62 us for
+cache: 1.1-1.3 us per product for the best Numba loops and for BLAS sgemv, 0.59-0.62 us for
 ``add_tile``, 0.63-0.65 us to merely read W.
 
-Both intrinsics emit their loops in LLVM IR, on 64-byte vectors (``<16 x float>`` or
+Both intrinsics emit LLVM IR on 64-byte vectors (``<16 x float>`` or
 ``<8 x double>``), which LLVM splits into what the CPU has: 1 AVX-512, 2 AVX or 4 SSE/NEON
 registers. ``add_tile`` keeps ``TILE`` outputs in registers for one pass over k, and loads and
 stores y once per tile. It multiplies and then adds, without the fast-math flags of the kernel
