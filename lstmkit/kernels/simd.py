@@ -53,6 +53,19 @@ def _check(function: str, arrays: dict) -> None:
                         f"{', '.join(str(arr.dtype) for arr in arrays.values())}")
 
 
+def _vectors(context, dtype) -> tuple:
+    """(vector type, element size in bytes, lanes) of a 64-byte vector of dtype."""
+    size = dtype.bitwidth // 8
+    lanes = VECTOR_BYTES // size
+    return ir.VectorType(context.get_value_type(dtype), lanes), size, lanes
+
+
+def _vector_at(context, builder, arrty, arr, offset, vec):
+    """Pointer to arr[offset], as a pointer to vectors of type vec."""
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
+
+
 @intrinsic
 def add_tile(typingctx, y, y0, W, w0, ld, h):
     """y[y0 + v] += sum over k of h[k] * W[w0 + k * ld + v], for v < TILE and k < h.size.
@@ -67,23 +80,15 @@ def add_tile(typingctx, y, y0, W, w0, ld, h):
     def codegen(context, builder, sig, args):
         yv, y0, Wv, w0, ld, hv = args
         yty, _, Wty, _, _, hty = sig.args
-        scalar = context.get_value_type(yty.dtype)
-        size = yty.dtype.bitwidth // 8
-        lanes = VECTOR_BYTES // size
-        vec = ir.VectorType(scalar, lanes)
-
-        def vectors(arrty, arr, offset):
-            """Pointer to arr[offset] as a vector pointer: TILE // lanes vectors follow it."""
-            data = context.make_array(arrty)(context, builder, arr).data
-            return builder.bitcast(builder.gep(data, [offset]), vec.as_pointer())
-
-        y_at = vectors(yty, yv, y0)
+        vec, size, lanes = _vectors(context, yty.dtype)
+        y_at = _vector_at(context, builder, yty, yv, y0, vec)  # TILE // lanes vectors
         ys = [builder.gep(y_at, [_INTP(v)]) for v in range(TILE // lanes)]
         # Sums in allocas, which LLVM promotes to registers: they never touch memory in the loop.
         sums = [cgutils.alloca_once_value(builder, builder.load(p, align=size)) for p in ys]
         h = context.make_array(hty)(context, builder, hv)
         n = builder.extract_value(h.shape, 0)
-        w_at = builder.bitcast(vectors(Wty, Wv, w0), scalar.as_pointer())
+        w_at = builder.bitcast(_vector_at(context, builder, Wty, Wv, w0, vec),
+                               vec.element.as_pointer())
         undef = ir.Constant(vec, None)
         with cgutils.for_range(builder, n) as loop:
             k = loop.index
@@ -117,15 +122,11 @@ def transpose_block(typingctx, dst, d0, ldd, src, s0, lds):
     def codegen(context, builder, sig, args):
         dv, d0v, lddv, sv, s0v, ldsv = args
         dty, _, _, sty, _, _ = sig.args
-        scalar = context.get_value_type(dty.dtype)
-        size = dty.dtype.bitwidth // 8
-        n = VECTOR_BYTES // size
-        vec = ir.VectorType(scalar, n)
+        vec, size, n = _vectors(context, dty.dtype)
 
         def row(arrty, arr, start, ld, r):
-            data = context.make_array(arrty)(context, builder, arr).data
             at = builder.add(start, builder.mul(ld, _INTP(r)))
-            return builder.bitcast(builder.gep(data, [at]), vec.as_pointer())
+            return _vector_at(context, builder, arrty, arr, at, vec)
 
         rows = [builder.load(row(sty, sv, s0v, ldsv, r), align=size) for r in range(n)]
         low = ir.Constant(ir.VectorType(_I32, n), [i // 2 + (i % 2) * n for i in range(n)])
