@@ -197,6 +197,45 @@ def _fill_kernel(a, value):
         a[n] = value
 
 
+# The copies below loop with a stride of the whole grid, so that a launch of a few blocks
+# (STRIDE_BLOCKS) covers an array of any size: the simulator then runs a few Python threads,
+# not one per element.
+
+
+@cuda.jit
+def _copy_kernel(src, dst):
+    """dst[:] = src, both one-dimensional. One launch costs ~30 us from Python on an H100,
+    where numba's ``dst.copy_to_device(src)`` took ~120 us (slices and checks around the copy)."""
+    for n in range(cuda.grid(1), dst.shape[0], cuda.gridsize(1)):
+        dst[n] = src[n]
+
+
+@cuda.jit
+def _start_kernel(h0, c0, hs, cs):
+    """hs[0] = h0 and, where cs is not empty (an LSTM), cs[0] = c0."""
+    B, H = h0.shape
+    for n in range(cuda.grid(1), B * H, cuda.gridsize(1)):
+        b, j = n // H, n % H
+        hs[0, b, j] = h0[b, j]
+        if cs.shape[0] > 0:
+            cs[0, b, j] = c0[b, j]
+
+
+@cuda.jit
+def _finish_kernel(hs, cs, y, h_n, c_n):
+    """y = hs[1:], h_n = hs[T] and, where c_n is not empty (an LSTM), c_n = cs[T]."""
+    T1, B, H = hs.shape
+    BH = B * H
+    for n in range(cuda.grid(1), T1 * BH, cuda.gridsize(1)):
+        t, b, j = n // BH, n % BH // H, n % H
+        if t > 0:
+            y[t - 1, b, j] = hs[t, b, j]
+        if t == T1 - 1:
+            h_n[b, j] = hs[t, b, j]
+            if c_n.shape[0] > 0:
+                c_n[b, j] = cs[t, b, j]
+
+
 @cuda.jit
 def _transpose_kernel(src, dst):
     """dst = src^T, through a TILE x TILE tile in shared memory: each block reads a tile of src
@@ -646,6 +685,15 @@ def _grid1(n: int):
     return ((n + THREADS - 1) // THREADS,), (THREADS,)
 
 
+# Blocks of the grid-stride kernels (_copy_kernel, ...): enough to fill a GPU, and one on the
+# simulator.
+STRIDE_BLOCKS = 1 if _simulated() else 1024
+
+
+def _stride_grid(n: int):
+    return (min(STRIDE_BLOCKS, (n + THREADS - 1) // THREADS),), (THREADS,)
+
+
 def _empty(*shape: int):
     return cuda.device_array(shape, dtype=np.float32)
 
@@ -656,26 +704,18 @@ def _zeros(*shape: int):
     return a
 
 
-@functools.lru_cache(maxsize=1)
-def _no_array():
-    """A zero-length array that the kernels read as 'no bias' / 'no peepholes'."""
-    return _empty(0)
-
-
-def _copy_into(dst, src) -> None:
-    """Device-to-device copy; empty arrays are skipped (the simulator rejects their strides)."""
-    if src.size:
-        dst.copy_to_device(src)
+@functools.cache
+def _no_array(ndim: int = 1):
+    """A zero-size array with `ndim` dimensions, which the kernels read as 'no bias', 'no
+    peepholes', 'no cell state' (an RNN), ... Never written to, so one serves every call."""
+    return _empty(*(0,) * ndim)
 
 
 def _copy(src, shape: tuple):
-    """A fresh (shape) copy on the device, for outputs that must not alias ``saved``'s buffers.
-
-    The shape is passed, not read from ``src``: numba gets the shape of a slice of an empty
-    device array wrong (hs[1:] of a (T + 1, 0, H) array comes out as (1, 0, H)).
-    """
+    """A fresh (shape) copy of the contiguous device array ``src``, for outputs that must not
+    alias ``saved``'s buffers."""
     dst = _empty(*shape)
-    _copy_into(dst, src)
+    _launcher(_copy_kernel, *_stride_grid(dst.size))(src.reshape(dst.size), dst.reshape(dst.size))
     return dst
 
 
@@ -816,11 +856,35 @@ class _Saved:
     kernel: str = "tiled"  # the persistent forward has a persistent backward
 
 
-def _history(T: int, B: int, H: int, first):
-    """A (T + 1, B, H) buffer whose slice 0 holds the initial state."""
-    buf = _empty(T + 1, B, H)
-    _copy_into(buf[0], first)
-    return buf
+# Device arrays are costly objects on the host: measured on an H100, ~28 us to allocate one,
+# ~23 us for a slice, ~20-40 us per launch. So the histories are filled and the outputs copied
+# out of them by one launch each, never through slices (hs[0], hs[1:], hs[T], ...).
+
+
+def _histories(T: int, B: int, H: int, h0, c0=None):
+    """hs and (for an LSTM, else an empty array) cs: (T + 1, B, H), with h0 and c0 in row 0."""
+    hs = _empty(T + 1, B, H)
+    cs = _no_array(3) if c0 is None else _empty(T + 1, B, H)
+    _launcher(_start_kernel, *_stride_grid(B * H))(h0, _no_array(2) if c0 is None else c0, hs, cs)
+    return hs, cs
+
+
+def _outputs(hs, cs) -> tuple:
+    """New arrays y = hs[1:], h_n = hs[T] and, if cs is not empty, c_n = cs[T]: outputs must
+    not alias the histories that backward reads."""
+    T1, B, H = hs.shape
+    lstm = cs.shape[0] > 0
+    y, h_n, c_n = _empty(T1 - 1, B, H), _empty(B, H), _empty(B, H) if lstm else _no_array(2)
+    _launcher(_finish_kernel, *_stride_grid(T1 * B * H))(hs, cs, y, h_n, c_n)
+    return (y, h_n, c_n) if lstm else (y, h_n)
+
+
+def _state_grad(name: str, g, B: int, H: int):
+    """An incoming gradient of h_n or c_n in a (B, H) buffer of its own, which the backward
+    time loop overwrites: zeros for None, else a copy."""
+    if g is None:
+        return _zeros(B, H)
+    return _copy(_grad(name, g, (B, H), "(B, H)"), (B, H))
 
 
 # ------------------------------------------------------------------------------- public API
@@ -850,7 +914,7 @@ def lstm_forward(
     on_device, d, (T, B, I, H) = _sequence_inputs("lstm", x, h0, c0, W_ih, W_hh, b_ih, b_hh)
     kernel = _pick_kernel(kernel, H)
     has_bias = "b_ih" in d
-    hs, cs = _history(T, B, H, d["h0"]), _history(T, B, H, d["c0"])
+    hs, cs = _histories(T, B, H, d["h0"], d["c0"])
     gates = _empty(T * B, 4 * H)
     grid, block = _grid2(H, B)
     if kernel == "tiled":
@@ -869,7 +933,7 @@ def lstm_forward(
             step(t, d["x"], d["W_ih"], d["W_hh"], bi, bh, hs, cs, gates)
     saved = _Saved("lstm", on_device, has_bias, (T, B, I, H), d["x"].reshape(T * B, I),
                    d["W_ih"], d["W_hh"], hs, cs, gates, kernel)
-    y, h_n, c_n = _copy(hs[1:], (T, B, H)), _copy(hs[T], (B, H)), _copy(cs[T], (B, H))
+    y, h_n, c_n = _outputs(hs, cs)
     return _out(y, on_device), _out(h_n, on_device), _out(c_n, on_device), saved
 
 
@@ -886,8 +950,7 @@ def lstm_backward(
     require_cuda()
     T, B, I, H = saved.shape
     dy = _grad("dy", dy, (T, B, H), "(T, B, H)")
-    dh = _copy(_grad("dh_n", dh_n, (B, H), "(B, H)"), (B, H))
-    dc = _copy(_grad("dc_n", dc_n, (B, H), "(B, H)"), (B, H))
+    dh, dc = _state_grad("dh_n", dh_n, B, H), _state_grad("dc_n", dc_n, B, H)
     dA = _empty(T * B, 4 * H)
     if saved.kernel == "persistent":  # one launch; dh, dc turn into the gradients of h0, c0
         _persistent(_seq_backward_persistent, B, H)(dy, dh, dc, saved.hs, saved.cs, saved.gates,
@@ -922,7 +985,7 @@ def rnn_forward(
     on_device, d, (T, B, I, H) = _sequence_inputs("rnn", x, h0, None, W_ih, W_hh, b_ih, b_hh)
     kernel = _pick_kernel(kernel, H)
     has_bias = "b_ih" in d
-    hs = _history(T, B, H, d["h0"])
+    hs, _ = _histories(T, B, H, d["h0"])
     grid, block = _grid2(H, B)
     if kernel == "tiled":
         xp = _projection(d, T, B, I, H, has_bias)
@@ -932,7 +995,7 @@ def rnn_forward(
     elif kernel == "persistent":  # no cell state and no gates to keep: empty arrays
         xp = _projection(d, T, B, I, H, has_bias)
         WT = _transposed(d["W_hh"]).reshape(H * H)
-        _persistent(_seq_forward_persistent, B, H)(xp, WT, hs, _empty(0, 0, 0), _empty(0, 0))
+        _persistent(_seq_forward_persistent, B, H)(xp, WT, hs, _no_array(3), _no_array(2))
     else:
         bi, bh = (d["b_ih"], d["b_hh"]) if has_bias else (_no_array(), _no_array())
         step = _launcher(_rnn_step_teaching, grid, block)
@@ -940,7 +1003,8 @@ def rnn_forward(
             step(t, d["x"], d["W_ih"], d["W_hh"], bi, bh, hs)
     saved = _Saved("rnn", on_device, has_bias, (T, B, I, H), d["x"].reshape(T * B, I),
                    d["W_ih"], d["W_hh"], hs, kernel=kernel)
-    return _out(_copy(hs[1:], (T, B, H)), on_device), _out(_copy(hs[T], (B, H)), on_device), saved
+    y, h_n = _outputs(hs, _no_array(3))
+    return _out(y, on_device), _out(h_n, on_device), saved
 
 
 def rnn_backward(dy: Array | None, dh_n: Array | None, saved: _Saved) -> dict[str, Array]:
@@ -952,11 +1016,11 @@ def rnn_backward(dy: Array | None, dh_n: Array | None, saved: _Saved) -> dict[st
     require_cuda()
     T, B, I, H = saved.shape
     dy = _grad("dy", dy, (T, B, H), "(T, B, H)")
-    dh = _copy(_grad("dh_n", dh_n, (B, H), "(B, H)"), (B, H))
+    dh = _state_grad("dh_n", dh_n, B, H)
     dA = _empty(T * B, H)
     if saved.kernel == "persistent":
-        _persistent(_seq_backward_persistent, B, H)(dy, dh, _empty(0, 0), saved.hs, _empty(0, 0, 0),
-                                                    _empty(0, 0), saved.W_hh.reshape(H * H), dA)
+        _persistent(_seq_backward_persistent, B, H)(dy, dh, _no_array(2), saved.hs, _no_array(3),
+                                                    _no_array(2), saved.W_hh.reshape(H * H), dA)
     else:
         dh_next = _empty(B, H)
         step = _launcher(_rnn_step_backward, *_grid2(H, B))
@@ -980,8 +1044,9 @@ def _weight_grads(dA, saved: _Saved) -> dict:
     _matmul(dA, saved.W_ih, dx)
     dW_ih, dW_hh = _empty(GH, I), _empty(GH, H)
     _matmul(dA, saved.x, dW_ih, trans_a=True)
-    h_prev = saved.hs[:T].reshape(T * B, H) if T * B else _empty(0, H)  # h0 .. h_{T-1}
-    _matmul(dA, h_prev, dW_hh, trans_a=True)
+    # h0 .. h_{T-1}: all of hs, whose last B rows the product never reads (it runs over
+    # dA's T*B rows); a slice hs[:T] would cost more than the product at small sizes
+    _matmul(dA, saved.hs.reshape((T + 1) * B, H), dW_hh, trans_a=True)
     grads = {"x": dx.reshape(T, B, I), "W_ih": dW_ih, "W_hh": dW_hh}
     if saved.has_bias:
         grads["b_ih"] = _colsum(dA)

@@ -157,6 +157,27 @@ def test_device_arrays_stay_on_the_device():
         np.testing.assert_array_equal(g.copy_to_host(), host_grads[name], err_msg=name)
 
 
+@pytest.mark.parametrize("kernel", K.KERNELS)
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+def test_outputs_and_upstream_gradients_share_no_memory_with_saved(kind, kernel):
+    """Writing into the outputs between forward and backward changes no gradient, and
+    backward leaves the caller's upstream gradients as they were (it copies the state
+    gradients that its time loop overwrites). T*B*H is over one grid of the copy kernels."""
+    args, upstream = make(kind, 5, 3, 4, 9, seed=4)
+    dev = {k: None if v is None else cuda.to_device(v) for k, v in args.items()}
+    fwd, bwd = FUNCS[kind][2:]
+    expected = bwd(*upstream, fwd(**args, kernel=kernel)[-1])
+    *outs, saved = fwd(**dev, kernel=kernel)
+    for o in outs:
+        o.copy_to_device(np.full(o.shape, np.nan, np.float32))
+    up = [cuda.to_device(u) for u in upstream]
+    grads = bwd(*up, saved)
+    for name, g in grads.items():
+        np.testing.assert_array_equal(g.copy_to_host(), expected[name], err_msg=name)
+    for u, d in zip(upstream, up):
+        np.testing.assert_array_equal(d.copy_to_host(), u)
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
