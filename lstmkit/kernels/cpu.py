@@ -525,8 +525,8 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, bias, width, counters, re
     if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
         _project(0, 1, x, W_ih, bias, gates, scal)
     else:
-        for p in prange(n):
-            _project(p, n, x, W_ih, bias, gates, scal)
+        for p in prange(n):  # (p as int64, as below: one compiled copy of _project)
+            _project(np.int64(p), n, x, W_ih, bias, gates, scal)
     taken, done = counters[T:], counters[:T]
     n, B = loop_threads, x.shape[1]
     if n == 1:  # (p as int64 in all calls, for one compiled copy: prange's index is unsigned)
@@ -635,7 +635,8 @@ def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, sca
         _lstm_bwd_products(0, 1, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal)
     else:
         for p in prange(n):
-            _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal)
+            _lstm_bwd_products(np.int64(p), n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db,
+                               scal)
 
 
 # ------------------------------------------------------------------------------- RNN
