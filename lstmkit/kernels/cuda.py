@@ -91,10 +91,14 @@ PERSISTENT_ROWS = 4 * PERSISTENT_MAX_H  # (a shared array's size must be a const
 # 9.07 / 2.00; B=16, H=128: 6.18 / 2.44; B=64, H=256: 6.35 / 3.88; but B=64, H=512: 7.76 /
 # 10.43, where each of the 64 blocks reads all 4 MiB of W_hh at every step.
 PERSISTENT_AUTO_UP_TO = 256
-# Threads per block of the persistent kernels: one per gate row (G*H rows) where H allows, as
-# many as a block may have. Each thread's loads of W_hh wait for memory at every step, and
-# more threads keep more of them in flight. The simulator runs each thread as a Python thread.
+# Threads per block of the persistent kernels: as many as a block may have. Each thread's
+# loads of W_hh wait for memory at every step, and more threads keep more of them in flight:
+# one thread per dot product (a gate row forward, a unit backward), and where that leaves
+# threads idle, each dot product split into slices of at least SPLIT_MIN_TERMS terms (see
+# _split_products). The simulator runs each thread as a Python thread; there, slices of one
+# term let its tiny test sizes split too.
 PERSISTENT_THREADS = 32 if _simulated() else 1024
+SPLIT_MIN_TERMS = 1 if _simulated() else 16
 # ...which a block may only have if each thread needs at most 64 registers: launch_bounds
 # tells the compiler so (it spills to memory rather than fail the launch). The simulator has
 # no registers and no such option.
@@ -473,42 +477,62 @@ _U1, _U2, _U3, _U4 = uint64(1), uint64(2), uint64(3), uint64(4)
 
 
 @cuda.jit(device=True)
-def _column_dot(v, M, col, n, stride):
-    """v[0] M[col] + v[1] M[col + stride] + ... (n terms): v . column `col` of a row-major
-    matrix given flat, with rows of `stride` elements.
+def _column_dot(v, M, col, k0, k1, stride):
+    """v[k0] M[col + k0 stride] + ... + v[k1-1] M[col + (k1-1) stride]: part of v . column
+    `col` of a row-major matrix given flat, with rows of `stride` elements.
 
     Four partial sums: their loads of M are independent, so a thread has four (unrolled:
     sixteen) reads of global memory in flight, instead of waiting for each one in turn."""
-    s, i = uint64(stride), uint64(col)
+    s, i = uint64(stride), uint64(col) + uint64(k0) * uint64(stride)
     a0 = ZERO
     a1 = ZERO
     a2 = ZERO
     a3 = ZERO
-    for k in range(0, n - 3, 4):
+    for k in range(k0, k1 - 3, 4):
         ku = uint64(k)
         a0 += v[ku] * M[i]
         a1 += v[ku + _U1] * M[i + s]
         a2 += v[ku + _U2] * M[i + _U2 * s]
         a3 += v[ku + _U3] * M[i + _U3 * s]
         i += _U4 * s
-    for k in range(n - n % 4, n):
+    for k in range(k1 - (k1 - k0) % 4, k1):
         a0 += v[uint64(k)] * M[i]
         i += s
     return (a0 + a1) + (a2 + a3)
 
 
+@cuda.jit(device=True)
+def _split_products(v, M, rows, n, splits, part):
+    """part[s * rows + r] = slice s of v . column r of M (M flat, (n, rows)), for every row r
+    and each of `splits` slices of the n terms. The block's threads share the (s, r) pairs,
+    neighbouring threads on neighbouring r, so that a warp reads neighbouring addresses of M."""
+    for idx in range(cuda.threadIdx.x, rows * splits, cuda.blockDim.x):
+        s, r = idx // rows, idx % rows
+        part[idx] = _column_dot(v, M, r, n * s // splits, n * (s + 1) // splits, rows)
+
+
+@cuda.jit(device=True)
+def _parts_sum(part, r, rows, splits):
+    """Row r's dot product: the sum of its `splits` slices in ``part`` (see _split_products)."""
+    acc = part[r]
+    for s in range(1, splits):
+        acc += part[s * rows + r]
+    return acc
+
+
 @cuda.jit(**_PERSISTENT_JIT)
-def _seq_forward_persistent(xp, W_hhT, hs, cs, gates):
+def _seq_forward_persistent(xp, W_hhT, hs, cs, gates, splits):
     """All T steps of one batch row per block. xp: (T*B, G*H), the input projections;
     W_hhT: (H * G*H,), W_hh^T flat, so that threads with neighbouring gate rows read
     neighbouring addresses; hs, cs, gates as for ``_lstm_step_tiled`` (an RNN passes cs and
-    gates empty).
+    gates empty); splits: slices per dot product (see ``_split_products``).
 
-    Each step has two phases. (1) Thread `row` computes the pre-activation of gate row `row`,
-    xp + h_{t-1} . W_hh[row], into shared memory. (2) After a syncthreads(), thread j < H
-    finishes unit j: its gates, c_t and h_t, which goes into shared memory for the next step.
+    Each step has two phases. (1) The threads compute h_{t-1} . W_hh[row] for every gate row,
+    in slices, into shared memory. (2) After a syncthreads(), thread j < H finishes unit j:
+    its pre-activations (xp plus the slices), gates, c_t and h_t, which goes into shared
+    memory for the next step.
     """
-    pre = cuda.shared.array(PERSISTENT_ROWS, float32)
+    part = cuda.shared.array(PERSISTENT_ROWS, float32)
     h_prev = cuda.shared.array(PERSISTENT_MAX_H, float32)
     b, tid, nt = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     T1, B, H = hs.shape
@@ -518,15 +542,14 @@ def _seq_forward_persistent(xp, W_hhT, hs, cs, gates):
     cuda.syncthreads()
     for t in range(T1 - 1):
         r = t * B + b
-        for row in range(tid, GH, nt):  # (h_prev[k]: one value for the whole warp, a broadcast)
-            pre[row] = xp[r, row] + _column_dot(h_prev, W_hhT, row, H, GH)
-        cuda.syncthreads()  # every pre-activation is in; everyone is done reading h_prev
+        _split_products(h_prev, W_hhT, GH, H, splits, part)
+        cuda.syncthreads()  # every slice is in; everyone is done reading h_prev
         for j in range(tid, H, nt):
             if GH == 4 * H:
-                i = _sigmoid(pre[j])
-                f = _sigmoid(pre[H + j])
-                g = math.tanh(pre[2 * H + j])
-                o = _sigmoid(pre[3 * H + j])
+                i = _sigmoid(xp[r, j] + _parts_sum(part, j, GH, splits))
+                f = _sigmoid(xp[r, H + j] + _parts_sum(part, H + j, GH, splits))
+                g = math.tanh(xp[r, 2 * H + j] + _parts_sum(part, 2 * H + j, GH, splits))
+                o = _sigmoid(xp[r, 3 * H + j] + _parts_sum(part, 3 * H + j, GH, splits))
                 c = f * cs[t, b, j] + i * g
                 cs[t + 1, b, j] = c
                 h = o * math.tanh(c)
@@ -535,25 +558,27 @@ def _seq_forward_persistent(xp, W_hhT, hs, cs, gates):
                 gates[r, 2 * H + j] = g
                 gates[r, 3 * H + j] = o
             else:
-                h = math.tanh(pre[j])
+                h = math.tanh(xp[r, j] + _parts_sum(part, j, GH, splits))
             hs[t + 1, b, j] = h
             h_prev[j] = h
         cuda.syncthreads()  # h_t is complete before the next step reads it
 
 
 @cuda.jit(**_PERSISTENT_JIT)
-def _seq_backward_persistent(dy, dh, dc, hs, cs, gates, W_hh, dA):
+def _seq_backward_persistent(dy, dh, dc, hs, cs, gates, W_hh, dA, splits):
     """Backward through all T steps of one batch row per block (see
     ``_seq_forward_persistent``). dh, dc: (B, H), on entry the gradients reaching h_{T-1} and
     c_{T-1} (dh_n, dc_n), on exit those of h0 and c0 (an RNN passes dc and cs, gates empty);
     W_hh: (G*H * H,), flat; dA: (T*B, G*H), filled with the pre-activation gradients.
 
     Each step: (1) thread j computes the gradients of unit j's pre-activations (as in
-    ``_lstm_step_backward``) into dA and shared memory; (2) after a syncthreads(), thread k
-    computes dh_{t-1}[k] = dA_t . W_hh[:, k], reading W_hh along its rows (coalesced). Both
-    phases give a thread the same units, so dh and dc need no barrier of their own.
+    ``_lstm_step_backward``) into dA and shared memory; (2) after a syncthreads(), the threads
+    compute dh_{t-1}[k] = dA_t . W_hh[:, k] in slices, reading W_hh along its rows
+    (coalesced); (3) after another, thread k adds up unit k's slices. Phases 1 and 3 give a
+    thread the same units, so dh and dc need no barrier of their own.
     """
     da = cuda.shared.array(PERSISTENT_ROWS, float32)
+    part = cuda.shared.array(PERSISTENT_ROWS, float32)
     b, tid, nt = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
     T1, B, H = hs.shape
     GH = dA.shape[1]
@@ -578,9 +603,10 @@ def _seq_backward_persistent(dy, dh, dc, hs, cs, gates, W_hh, dA):
                 da[j] = d_h * (ONE - h * h)
                 dA[r, j] = da[j]
         cuda.syncthreads()  # all of dA_t is in shared memory
-        for k in range(tid, H, nt):  # (da[row]: one value for the whole warp)
-            dh[b, k] = _column_dot(da, W_hh, k, GH, H)
-        cuda.syncthreads()  # everyone is done reading da before the next step overwrites it
+        _split_products(da, W_hh, H, GH, splits, part)
+        cuda.syncthreads()  # every slice is in; everyone is done reading da
+        for k in range(tid, H, nt):
+            dh[b, k] = _parts_sum(part, k, H, splits)
 
 
 # -------------------------------------------------------------------------- ConvLSTM kernels
@@ -820,10 +846,13 @@ def _projection(d: dict, T: int, B: int, I: int, GH: int, has_bias: bool):
     return xp
 
 
-def _persistent(kernel, B: int, rows: int):
-    """A persistent kernel's launch: one block per batch row, one thread per gate row (up to
-    PERSISTENT_THREADS), rounded up to whole warps of 32."""
-    return _launcher(kernel, (B,), (min(PERSISTENT_THREADS, -(-rows // 32) * 32),))
+def _persistent(kernel, B: int, rows: int, n: int):
+    """A persistent kernel's launch, for dot products of n terms into `rows` outputs: one block
+    per batch row, a thread per slice of a dot product (up to PERSISTENT_THREADS), rounded up
+    to whole warps of 32. Returns (launcher, slices per dot product)."""
+    splits = max(1, min(PERSISTENT_THREADS // rows, n // SPLIT_MIN_TERMS))
+    threads = min(PERSISTENT_THREADS, -(-rows * splits // 32) * 32)
+    return _launcher(kernel, (B,), (threads,)), splits
 
 
 def _transposed(W):
@@ -925,7 +954,8 @@ def lstm_forward(
     elif kernel == "persistent":  # one launch for all steps
         xp = _projection(d, T, B, I, 4 * H, has_bias)
         WT = _transposed(d["W_hh"]).reshape(4 * H * H)
-        _persistent(_seq_forward_persistent, B, 4 * H)(xp, WT, hs, cs, gates)
+        launch, splits = _persistent(_seq_forward_persistent, B, 4 * H, H)
+        launch(xp, WT, hs, cs, gates, splits)
     else:
         bi, bh = (d["b_ih"], d["b_hh"]) if has_bias else (_no_array(), _no_array())
         step = _launcher(_lstm_step_teaching, grid, block)
@@ -953,8 +983,9 @@ def lstm_backward(
     dh, dc = _state_grad("dh_n", dh_n, B, H), _state_grad("dc_n", dc_n, B, H)
     dA = _empty(T * B, 4 * H)
     if saved.kernel == "persistent":  # one launch; dh, dc turn into the gradients of h0, c0
-        _persistent(_seq_backward_persistent, B, H)(dy, dh, dc, saved.hs, saved.cs, saved.gates,
-                                                    saved.W_hh.reshape(4 * H * H), dA)
+        launch, splits = _persistent(_seq_backward_persistent, B, H, 4 * H)
+        launch(dy, dh, dc, saved.hs, saved.cs, saved.gates, saved.W_hh.reshape(4 * H * H), dA,
+               splits)
     else:
         dh_next, dc_next = _empty(B, H), _empty(B, H)
         step = _launcher(_lstm_step_backward, *_grid2(H, B))
@@ -995,7 +1026,8 @@ def rnn_forward(
     elif kernel == "persistent":  # no cell state and no gates to keep: empty arrays
         xp = _projection(d, T, B, I, H, has_bias)
         WT = _transposed(d["W_hh"]).reshape(H * H)
-        _persistent(_seq_forward_persistent, B, H)(xp, WT, hs, _no_array(3), _no_array(2))
+        launch, splits = _persistent(_seq_forward_persistent, B, H, H)
+        launch(xp, WT, hs, _no_array(3), _no_array(2), splits)
     else:
         bi, bh = (d["b_ih"], d["b_hh"]) if has_bias else (_no_array(), _no_array())
         step = _launcher(_rnn_step_teaching, grid, block)
@@ -1019,8 +1051,9 @@ def rnn_backward(dy: Array | None, dh_n: Array | None, saved: _Saved) -> dict[st
     dh = _state_grad("dh_n", dh_n, B, H)
     dA = _empty(T * B, H)
     if saved.kernel == "persistent":
-        _persistent(_seq_backward_persistent, B, H)(dy, dh, _no_array(2), saved.hs, _no_array(3),
-                                                    _no_array(2), saved.W_hh.reshape(H * H), dA)
+        launch, splits = _persistent(_seq_backward_persistent, B, H, H)
+        launch(dy, dh, _no_array(2), saved.hs, _no_array(3), _no_array(2),
+               saved.W_hh.reshape(H * H), dA, splits)
     else:
         dh_next = _empty(B, H)
         step = _launcher(_rnn_step_backward, *_grid2(H, B))

@@ -95,6 +95,17 @@ def test_persistent_kernel_with_more_rows_than_threads(kind):
     check_against_reference(kind, "persistent", args, upstream)
 
 
+def test_persistent_kernels_split_dot_products_over_idle_threads():
+    # One thread per dot product while they fill a block; with fewer, each dot product is cut
+    # into slices of at least SPLIT_MIN_TERMS terms. In the simulator the cases above split
+    # (LSTM backward at H = 3: 3 dot products of 12 terms; forward: 12 of 3), unevenly too.
+    assert K._persistent(K._seq_forward_persistent, 1, K.PERSISTENT_THREADS, 64)[1] == 1
+    _, splits = K._persistent(K._seq_backward_persistent, 1, 3, 12)
+    assert splits == max(1, min(K.PERSISTENT_THREADS // 3, 12 // K.SPLIT_MIN_TERMS))
+    if SIMULATOR:
+        assert splits == 10 and K._persistent(K._seq_forward_persistent, 1, 12, 3)[1] == 2
+
+
 def test_auto_picks_persistent_up_to_its_measured_limit_then_tiled():
     assert K._pick_kernel("auto", 1) == K._pick_kernel("auto", K.PERSISTENT_AUTO_UP_TO) == "persistent"
     assert K._pick_kernel("auto", K.PERSISTENT_AUTO_UP_TO + 1) == "tiled"
