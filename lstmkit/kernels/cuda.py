@@ -711,13 +711,14 @@ def _grid1(n: int):
     return ((n + THREADS - 1) // THREADS,), (THREADS,)
 
 
-# Blocks of the grid-stride kernels (_copy_kernel, ...): enough to fill a GPU, and one on the
-# simulator.
+# Blocks and threads of the grid-stride kernels (_copy_kernel, ...): enough to fill a GPU; on
+# the simulator, one block of a few threads (each one a Python thread to start).
 STRIDE_BLOCKS = 1 if _simulated() else 1024
+STRIDE_THREADS = 4 if _simulated() else THREADS
 
 
 def _stride_grid(n: int):
-    return (min(STRIDE_BLOCKS, (n + THREADS - 1) // THREADS),), (THREADS,)
+    return (min(STRIDE_BLOCKS, (n + STRIDE_THREADS - 1) // STRIDE_THREADS),), (STRIDE_THREADS,)
 
 
 def _empty(*shape: int):

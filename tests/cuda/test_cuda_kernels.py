@@ -173,8 +173,10 @@ def test_device_arrays_stay_on_the_device():
 def test_outputs_and_upstream_gradients_share_no_memory_with_saved(kind, kernel):
     """Writing into the outputs between forward and backward changes no gradient, and
     backward leaves the caller's upstream gradients as they were (it copies the state
-    gradients that its time loop overwrites). T*B*H is over one grid of the copy kernels."""
-    args, upstream = make(kind, 5, 3, 4, 9, seed=4)
+    gradients that its time loop overwrites). T*B*H is over one grid of the copy kernels
+    (on the simulator)."""
+    args, upstream = make(kind, 3, 2, 3, 5, seed=4)
+    assert 3 * 2 * 5 > K.STRIDE_BLOCKS * K.STRIDE_THREADS or not SIMULATOR
     dev = {k: None if v is None else cuda.to_device(v) for k, v in args.items()}
     fwd, bwd = FUNCS[kind][2:]
     expected = bwd(*upstream, fwd(**args, kernel=kernel)[-1])
