@@ -1127,7 +1127,7 @@ def convlstm_gates_forward(
         _checks.shape("w_peep", dw, "(3, C, Hh, Ww)", (3, C, Hh, Ww))
         dw = dw.reshape(3, N)
     else:
-        dw = _no_array().reshape(1, 0)
+        dw = _no_array(2)
     h, c, gates = _empty(B, N), _empty(B, N), _empty(B, 4, N)
     _launcher(_convlstm_gates_kernel, *_grid1(N))(a_dev.reshape(B, 4, N), cp, dw, peep, h, c, gates)
     on_device = _is_device_array(a)
@@ -1149,7 +1149,7 @@ def convlstm_gates_backward(dh: Array | None, dc: Array | None, saved: _ConvSave
     ddh = _grad("dh", dh, saved.shape, layout).reshape(B, N)
     ddc = _grad("dc", dc, saved.shape, layout).reshape(B, N)
     peep = saved.w_peep is not None
-    w = saved.w_peep if peep else _no_array().reshape(1, 0)
+    w = saved.w_peep if peep else _no_array(2)
     da, dc_prev = _empty(B, 4, N), _empty(B, N)
     dw = _empty(3, N) if peep else w
     _launcher(_convlstm_gates_backward_kernel, *_grid1(N))(
