@@ -109,20 +109,29 @@ def test_finite_check_finds_nan_and_inf_anywhere_and_nothing_else(dtype):
     K._check_finite("dy dh_n", np.ones((2, 3), dtype), None)  # fewer arrays, and None
 
 
-@pytest.mark.parametrize("H", [1, 3, 4, 13, 32])
-def test_batch1_matvec_sums_in_order(H):
+# The gate loops' compile options, for helpers called here as the kernels call them (a
+# function takes its caller's fast-math flags unless it sets its own; no cache for lambdas).
+_KERNEL_FLAGS = {**K._JIT_GATES, "cache": False}
+
+
+@pytest.mark.parametrize("H", [1, 3, 4, 13, 16, 20, 32])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch1_matvec_sums_in_order(H, dtype):
     """_add_matvec adds h @ W^T to y summing left to right for each output: exactly what a
-    float32 loop over the inputs, one at a time, gives (so it cannot depend on the compiler)."""
+    loop over the inputs, one at a time, gives (so it cannot depend on the compiler), also
+    when called from a function with the kernels' fast-math flags, as in the kernels; on
+    W^T as packed for it, whole tiles and a partial one; nothing beyond y changes."""
     rng = np.random.default_rng(H)
-    W = rng.standard_normal((4 * H, H)).astype(np.float32)
-    h, y = rng.standard_normal(H).astype(np.float32), rng.standard_normal(4 * H).astype(np.float32)
+    W = rng.standard_normal((4 * H, H)).astype(dtype)
+    h, y = rng.standard_normal(H).astype(dtype), rng.standard_normal(4 * H + 1).astype(dtype)
     expected = y.copy()
     for k in range(H):
-        expected = expected + W[:, k] * h[k]  # float32 throughout: one rounding per step
+        expected[:-1] = expected[:-1] + W[:, k] * h[k]  # one rounding per step, in dtype
     from numba import njit
 
-    got = y.copy()  # (_add_matvec is a helper of the kernels: called here from a jitted lambda)
-    njit(lambda WT, h, y: K._add_matvec(WT, h, y))(np.ascontiguousarray(W.T).reshape(-1), h, got)
+    got, pad = y.copy(), np.full(K.TILE, np.nan, dtype)
+    caller = njit(**_KERNEL_FLAGS)(lambda WT, h, y, pad: K._add_matvec(WT, h, y[:-1], pad))
+    caller(K._packed(W, H, True, 1), h, got, pad)
     np.testing.assert_array_equal(got, expected)
 
 
@@ -172,13 +181,14 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
 
 
 @pytest.mark.parametrize("H,width,threads_from", [(64, 64, 1 << 60), (128, 64, 0), (128, 128, 0),
-                                                  (192, 64, 0)],
-                         ids=["one-tile-a-gate", "two-blocks", "two-tiles-a-gate", "three-blocks"])
+                                                  (192, 64, 0), (16, 16, 1 << 60), (48, 48, 1 << 60)],
+                         ids=["one-tile-a-gate", "two-blocks", "two-tiles-a-gate", "three-blocks",
+                              "four-gates-a-tile", "tiles-across-gates"])
 def test_batch1_tiles_match_reference(monkeypatch, H, width, threads_from):
     """At batch 1, blocks of whole tiles run the product on ``add_tile``, after packing W_hh^T
     at their first step, in one order at even steps and the other at odd ones: one block or
     several (more than the threads), one tile per gate or two, on one thread or shared by
-    Numba's threads."""
+    Numba's threads; and one block of all H units, whose tiles hold several gates' rows."""
     monkeypatch.setattr(K, "PARALLEL_FROM_BATCH1", threads_from)
     monkeypatch.setattr(K, "block_width", lambda B, H, threads: width)
     monkeypatch.setattr(K, "TILES_FROM_STEPS", 9)
@@ -191,35 +201,39 @@ def test_tiles_only_where_blocks_are_whole_tiles_and_the_packing_pays():
     assert K._tiled(T, 1, 128, 64) and K._tiled(T, 1, 512, 256) and K._tiled(T, 1, 64, 64)
     assert not K._tiled(T - 1, 1, 128, 64)  # too few steps to repay the packing
     assert not K._tiled(T, 2, 128, 64)  # batch 2: matrix products
-    assert not K._tiled(T, 1, 96, 48) and not K._tiled(T, 1, 32, 32)  # narrower than a tile
+    assert not K._tiled(T, 1, 96, 48)  # blocks narrower than a tile
+    # one block of all H units: its 4H gate rows, W_hh's own, must be whole tiles
+    assert K._tiled(T, 1, 16, 16) and K._tiled(T, 1, 32, 32) and K._tiled(T, 1, 48, 48)
+    assert not K._tiled(T, 1, 20, 20) and not K._tiled(T, 1, 8, 8)
     assert not K._tiled(T, 1, 192, 128)  # a last block of 64: the blocks must all be alike
     assert not K._tiled(T, 1, 128, 64, np.float64)  # float64, the precise path: no tiles
 
 
-def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_order():
+@pytest.mark.parametrize("H,width", [(128, 64), (48, 48), (16, 16)],
+                         ids=["two-blocks", "tiles-across-gates", "four-gates-a-tile"])
+def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_order(H, width):
     """At its first step a block packs its gate rows of W_hh, transposed, into tiles, and at
     every step adds h @ them to its pre-activations, each output summed over h in order, in
-    plain float32, whichever order the tiles run in (first to last at even steps, last to
-    first at odd ones)."""
+    plain float32 (also with the kernels' fast-math flags), whichever order the tiles run in
+    (first to last at even steps, last to first at odd ones)."""
     from numba import njit
 
-    H, width = 128, 64
     G = 4 * H
     rng = np.random.default_rng(0)
     W = rng.standard_normal((G, H)).astype(np.float32)
     h, a = rng.standard_normal(H).astype(np.float32), rng.standard_normal(G).astype(np.float32)
     out = np.full(W.size, np.nan, np.float32)
-    product = njit(lambda t, j0, W, out, h, a: K._tiled_product(t, j0, width, W, out, h, a))
+    product = njit(**_KERNEL_FLAGS)(
+        lambda t, j0, W, out, h, a: K._tiled_product(t, j0, width, W, out, h, a))
     got = {t: a.copy() for t in (0, 1)}
     for j0 in range(0, H, width):
         for t in (0, 1):  # packs at step 0
             product(t, j0, W, out, h, got[t])
-        for q in range(4):
-            for r in range(0, width, K.TILE):
-                start = G * j0 + (q * width + r) * H
-                tile = out[start:start + H * K.TILE].reshape(H, K.TILE)
-                rows = q * H + j0 + r
-                np.testing.assert_array_equal(tile, W[rows:rows + K.TILE].T)
+        for p in range(0, 4 * width, K.TILE):  # the block's gate rows, gate by gate
+            start = G * j0 + p * H
+            tile = out[start:start + H * K.TILE].reshape(H, K.TILE)
+            rows = [v // width * H + j0 + v % width for v in range(p, p + K.TILE)]
+            np.testing.assert_array_equal(tile, W[rows].T)
     expected = a.copy()
     for k in range(H):
         expected = expected + W[:, k] * h[k]

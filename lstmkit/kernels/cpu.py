@@ -18,10 +18,10 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
   for BLAS's fast path for small matrices (see ``BLOCK_MNK``), reads weights packed once per
   call into the block's own compact layout, and is followed by the block's gate math, so
   blocks never wait for each other within a step. At batch 1 the products are matrix-vector
-  products: where the blocks are whole tiles of 64 units, ``lstmkit.kernels.simd.add_tile``
+  products: where the blocks' gate rows are whole tiles of 64, ``lstmkit.kernels.simd.add_tile``
   on tiles of W_hh^T, which each block packs at its first step and then reads with its sums
   held in vector registers; otherwise BLAS on W_hh itself (``_gemv``), or up to
-  ``MATVEC_UP_TO`` units a loop of our own on W_hh^T (``_add_matvec``);
+  ``MATVEC_UP_TO`` units ``add_tile`` on W_hh^T (``_add_matvec``);
 * the recurrent product is added into the step's pre-activations before the gate loop, and
   backward writes its gradients over the saved gate values: the gate loops then touch few
   arrays, which is what lets LLVM vectorise them cheaply for every batch row;
@@ -235,32 +235,31 @@ def _gemv(M, N, a, lda, ta, x, y, beta, scal):
 
 # At batch 1, hidden sizes up to this many units: the recurrent product is ``_add_matvec``
 # on W_hh^T (packed once per call) instead of BLAS ?gemv on W_hh. Measured here, one product
-# of a (4H, H) float32 matrix: H=16: 32 ns against 98 ns; H=32: 112 ns against 206 ns;
-# H=64: 460 ns against 633 ns; H=128: 2.15 us against 2.06 us (a call to BLAS costs more than
+# of a (4H, H) float32 matrix: H=16: 16 ns against 95 ns; H=32: 44 ns against 204 ns;
+# H=64: 484 ns against 633 ns; H=128: 2.7 us against 2.4 us (a call to BLAS costs more than
 # the arithmetic of a small product). Larger W_hh are read from W_hh itself, unpacked.
 MATVEC_UP_TO = 64
 
 
-@register_jitable(error_model="numpy", nogil=True)
-def _add_matvec(WT, h, y):
-    """y[G] += h[H] @ WT[H, G] (WT flat, row-major): for every j, y[j] + WT[0, j] h[0] +
-    WT[1, j] h[1] + ... summed left to right.
-
-    Strict IEEE arithmetic (no fast-math): LLVM vectorises over j, where the order of each
-    sum stays as written, so the result is the same bit for bit wherever this is compiled (a
-    dot product per row would need reassociation to vectorise; see ``_JIT_GATES``). Four rows
-    of WT per pass over y: a quarter of the loads and stores of y."""
+@register_jitable(**_JIT)
+def _add_matvec(WT, h, y, pad):
+    """y[G] += h[H] @ WT[H, :G] (WT flat, row-major (H, Gp), where Gp is G rounded up to whole
+    tiles of TILE outputs, zeros beyond G: see ``_packed``), one tile after another with
+    ``add_tile``: for every j, y[j] + WT[0, j] h[0] + WT[1, j] h[1] + ... summed left to right
+    in plain IEEE arithmetic, whatever fast-math flags the kernel that calls it has (a loop
+    written here would take them, and LLVM reordered its sums), so the same bit for bit
+    wherever it is compiled. A last, partial tile is summed in pad: (TILE,) scratch."""
     H, G = h.size, y.size
-    for k in range(0, H - 3, 4):
-        r0, r1 = WT[k * G:(k + 1) * G], WT[(k + 1) * G:(k + 2) * G]
-        r2, r3 = WT[(k + 2) * G:(k + 3) * G], WT[(k + 3) * G:(k + 4) * G]
-        h0, h1, h2, h3 = h[k], h[k + 1], h[k + 2], h[k + 3]
-        for j in range(G):
-            y[j] = (((y[j] + r0[j] * h0) + r1[j] * h1) + r2[j] * h2) + r3[j] * h3
-    for k in range(H - H % 4, H):
-        r0, h0 = WT[k * G:(k + 1) * G], h[k]
-        for j in range(G):
-            y[j] = y[j] + r0[j] * h0
+    Gp = WT.size // H
+    n = G - G % TILE
+    for c0 in range(0, n, TILE):
+        add_tile(y, c0, WT, c0, Gp, h)
+    if n < G:  # (bounds: n + (H - 1) * Gp + TILE = WT.size)
+        for j in range(TILE):
+            pad[j] = y[n + j] if n + j < G else 0
+        add_tile(pad, 0, WT, n, Gp, h)
+        for j in range(G - n):
+            y[n + j] = pad[j]
 
 
 # scal for _gemm and _gemv: alpha = 1, and beta = 0 or 1, in each dtype (BLAS takes them by
@@ -351,10 +350,12 @@ def _pack(W_hh, width, transpose, out):
 
 def _tiled_product(t, j0, w, W_hh, Wp, h, a):
     """a[gate rows of units j0 .. j0 + w - 1] += h @ their columns of W_hh^T, at step t, from
-    tiles of W_hh^T in Wp, which the block packs at step 0: rows r .. r + TILE - 1 of gate q's
-    rows in the block, transposed to (H, TILE), start at G*j0 + (q*w + r)*H. Each tile is one
-    contiguous run of memory, which ``add_tile`` reads from start to end (w: a multiple of
-    TILE). Float32 only (see the overload below)."""
+    tiles of W_hh^T in Wp, which the block packs at step 0. The block's 4w gate rows, gate by
+    gate, are cut into tiles of TILE rows; the tile from row p of them, transposed to
+    (H, TILE), starts at G*j0 + p*H. Each tile is one contiguous run of memory, which
+    ``add_tile`` reads from start to end. A tile never straddles two gates (w: a multiple of
+    TILE), except in a block of all H units, whose gate rows are W_hh's own rows in order.
+    Float32 only (see the overload below)."""
 
 
 @overload(_tiled_product, jit_options=_JIT)
@@ -370,24 +371,22 @@ def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a):
         G, H = W_hh.shape
         if t == 0:  # packed by the thread that first runs the block: into its cache
             # (inline: Numba compiles every function apart, which adds to the cold compile)
-            L = VECTOR_BYTES // 4  # transpose_block's side (H is a multiple of TILE)
+            L = VECTOR_BYTES // 4  # transpose_block's side (H and w are multiples of it)
             src = W_hh.reshape(G * H)
-            for q in range(4):
-                for r in range(0, w, TILE):
-                    start = G * j0 + (q * w + r) * H
-                    for v in range(0, TILE, L):
-                        for k in range(0, H, L):
-                            transpose_block(Wp, start + k * TILE + v, TILE,
-                                            src, (q * H + j0 + r + v) * H + k, H)
+            for p in range(0, 4 * w, TILE):
+                for v in range(p, p + TILE, L):  # L rows of W_hh: gate v // w, unit v % w
+                    row = v // w * H + j0 + v % w
+                    for k in range(0, H, L):
+                        transpose_block(Wp, G * j0 + p * H + k * TILE + v - p, TILE,
+                                        src, row * H + k, H)
         # Every other step runs the tiles backwards, starting with those read last, which
         # are still in the core's cache when the block's tiles are larger than it (measured
         # at H=512, 2 MiB a block: 20-21 us per step, against 26 us in one order). Each tile
         # holds its own outputs, so the order changes no result.
-        per_gate = w // TILE
-        for k in range(4 * per_gate):
-            i = 4 * per_gate - 1 - k if t % 2 else k
-            q, r = i // per_gate, i % per_gate * TILE
-            add_tile(a, q * H + j0 + r, Wp, G * j0 + (q * w + r) * H, TILE, h)
+        tiles = 4 * w // TILE
+        for k in range(tiles):
+            p = (tiles - 1 - k if t % 2 else k) * TILE
+            add_tile(a, p // w * H + j0 + p % w, Wp, G * j0 + p * H, TILE, h)
     return tiled_product
 
 
@@ -455,7 +454,7 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
             if tiles:  # batch 1, Wp in tiles of W_hh^T (see _tiled_product)
                 _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t)
             elif vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
-                _add_matvec(Wp, h_t, a_t)
+                _add_matvec(Wp, h_t, a_t, rec)
             elif vector and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
                 _gemv(G, H, Wp, H, False, h_t, a_t, 1, scal)
             elif vector:  # the block's rows of each gate q, times h
@@ -516,7 +515,7 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, bias, width, counters, re
     """The forward pass. x: (T, B, I); hs, cs: (T + 1, B, H) with h0, c0 in row 0, filled in;
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
     for blocks of `width` units, or with tiles (``_tiled``) memory that the time loop packs
-    W_hh: (4H, H) into; counters: ``_counters(T, H, width)``; rec: (B * 4H,) scratch;
+    W_hh: (4H, H) into; counters: ``_counters(T, H, width)``; rec: (max(B * 4H, TILE),) scratch;
     scal: ``_SCALARS[dtype]``. The projection's rows are split over product_threads threads,
     the time loop over loop_threads (1: no parallel region at all): each step's blocks, or with
     batch_split, the batch rows (each thread then runs the whole loop for its rows alone)."""
@@ -777,11 +776,13 @@ class _Recycler(threading.local):
         self.buffers: list[np.ndarray] = []
         self.starts: list[int] = []  # where the first cache line of each buffer starts
 
-    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+    def empty(self, shape: tuple[int, ...], dtype, aligned: bool = False) -> np.ndarray:
+        """An array of this shape and dtype, uninitialised. Large ones always start on a cache
+        line; small ones (np.empty's) only with aligned=True."""
         dtype = np.dtype(dtype)
         n = math.prod(shape) * dtype.itemsize
         if n < self.FROM:
-            return np.empty(shape, dtype)
+            return _aligned_empty(shape, dtype) if aligned else np.empty(shape, dtype)
         size, buffers = n + self.LINE, self.buffers
         # (by index: a name bound to a buffer would be one more reference to it)
         i = next((i for i in range(len(buffers))
@@ -835,9 +836,10 @@ TILES_FROM_STEPS = 8
 
 def _tiled(T: int, B: int, H: int, width: int, dtype=np.float32) -> bool:
     """Whether a forward pass runs its recurrent products on tiles (``add_tile``): in float32,
-    at batch 1, over TILES_FROM_STEPS steps or more, in blocks of whole tiles."""
-    return (dtype == np.float32 and B == 1 and T >= TILES_FROM_STEPS and width % TILE == 0
-            and H % width == 0)
+    at batch 1, over TILES_FROM_STEPS steps or more, in blocks of whole tiles, or in one block
+    whose 4H gate rows are whole tiles (H: a multiple of TILE // 4 = 16)."""
+    return (dtype == np.float32 and B == 1 and T >= TILES_FROM_STEPS
+            and (width % TILE == 0 and H % width == 0 or width == H and 4 * H % TILE == 0))
 
 
 def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.ndarray:
@@ -847,11 +849,17 @@ def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.
     units, which reads W_hh^T (``_add_matvec``)."""
     H = W_hh.shape[1]
     if tiles:  # packed in the time loop, block by block (see _tiled_product)
-        return _recycled.empty((W_hh.size,), W_hh.dtype)
+        # on a cache line: add_tile's vector loads then never straddle two (measured, one
+        # product at H=32: 40 ns aligned, 70 ns not)
+        return _recycled.empty((W_hh.size,), W_hh.dtype, aligned=True)
     if B == 1 and forward and width == H <= MATVEC_UP_TO:
         # W_hh^T (one block's packing): numpy's transposing copy is the quickest at this size
-        # (H=32: 1.2 us, _pack 3.3 us)
-        return np.ascontiguousarray(W_hh.T).reshape(-1)
+        # (H=32: 1.2 us, _pack 3.3 us); on a cache line, so that add_tile's vector loads never
+        # straddle two (one product at H=32: 40 ns, 70 ns otherwise); zeros up to whole tiles
+        G = W_hh.shape[0]
+        WT = _aligned_empty((H, -(-G // TILE) * TILE), W_hh.dtype)
+        WT[:, :G], WT[:, G:] = W_hh.T, 0
+        return WT.reshape(-1)
     if B == 1:
         return W_hh.reshape(-1)
     Wp = _recycled.empty((W_hh.size,), W_hh.dtype)
@@ -958,7 +966,7 @@ def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih=None, b_hh=None):
         with _one_blas_thread():
             forward(x, W_ih, gates, hs, cs, W_hh, Wp, tiles,
                     _summed_bias(b_ih, b_hh, 4 * H, x.dtype), width,
-                    _counters(T, H, width), _recycled.empty((B * 4 * H,), x.dtype),
+                    _counters(T, H, width), _recycled.empty((max(B * 4 * H, TILE),), x.dtype),
                     _SCALARS[x.dtype], threads, batch_split,
                     _product_threads(T * B * I * 4 * H) if threaded else 1)
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "gates": gates, "hs": hs, "cs": cs,
