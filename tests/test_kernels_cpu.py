@@ -180,6 +180,29 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
 
+@pytest.mark.parametrize("T,B,H,parts", [(1, 1, 13, 1), (1, 1, 13, 3), (3, 2, 13, 2), (3, 2, 13, 3),
+                                          (40, 2, 3, 2), (40, 2, 3, 3)],
+                         ids=["one-row", "one-row-3-parts", "wide", "wide-3-parts", "tall", "tall-3-parts"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_input_projection_parts_write_each_preactivation_once(T, B, H, parts, dtype):
+    """The parts of the input projection together write x W_ih^T + bias for every step: split
+    by columns where the product is much wider than tall (one row: a matrix-vector product), by
+    rows otherwise, with parts left empty where there are more parts than lines of columns."""
+    from numba import njit
+
+    rng = np.random.default_rng(T + parts)
+    I, G = 7, 4 * H
+    assert (K.COLUMNS_PER_ROW * T * B < G) == (H == 13)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W, bias = rng.standard_normal((G, I)).astype(dtype), rng.standard_normal(G).astype(dtype)
+    gates = np.full((T, B, G), np.nan, dtype)
+    part = njit(lambda p, n, x, W, b, g, s: K._project(p, n, x, W, b, g, s))
+    for p in range(parts):
+        part(p, parts, x, W, bias, gates, K._SCALARS[np.dtype(dtype)])
+    expected = x.reshape(T * B, I).astype(np.float64) @ W.T.astype(np.float64) + bias
+    np.testing.assert_allclose(gates.reshape(T * B, G), expected, rtol=TOL[dtype], atol=TOL[dtype])
+
+
 @pytest.mark.parametrize("H,width,threads_from", [(64, 64, 1 << 60), (128, 64, 0), (128, 128, 0),
                                                   (192, 64, 0), (16, 16, 1 << 60), (48, 48, 1 << 60)],
                          ids=["one-tile-a-gate", "two-blocks", "two-tiles-a-gate", "three-blocks",
