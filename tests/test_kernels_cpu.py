@@ -180,6 +180,35 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
     _check_lstm_against_reference(6, batch, 5, 13, dtype)
 
 
+@pytest.mark.parametrize("M,N", [(1, 40), (3, 40), (30, 20)], ids=["one-row", "wide", "tall"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (False, True), (True, False), (True, True)])
+def test_product_parts_write_each_element_once(M, N, ta, tb):
+    """The parts of a shared product (_gemm_part) together write C = op(A) @ op(B), each the
+    block that it reports: by columns where C is much wider than tall (one row of A: a
+    matrix-vector product), by rows otherwise; one to three parts, A and B as stored or
+    transposed."""
+    from numba import njit
+
+    K_ = 7
+    rng = np.random.default_rng(M * N)
+    A = rng.standard_normal((K_, M) if ta else (M, K_))
+    Bm = rng.standard_normal((N, K_) if tb else (K_, N))
+    expected = (A.T if ta else A) @ (Bm.T if tb else Bm)
+    part = njit(lambda p, n, a, ta, b, tb, c, s: K._gemm_part(
+        p, n, M, N, K_, a, M if ta else K_, ta, b, K_ if tb else N, tb, c, N, s))
+    for parts in (1, 2, 3):
+        C = np.full(M * N, np.nan)
+        covered = np.zeros((M, N), int)
+        for p in range(parts):
+            r0, r1, c0, c1 = part(p, parts, A.reshape(-1), ta, Bm.reshape(-1), tb, C,
+                                  K._SCALARS[np.dtype(np.float64)])
+            covered[r0:r1, c0:c1] += 1
+            # whole columns where C is much wider than tall, else whole rows
+            assert (r0, r1) == (0, M) if K.COLUMNS_PER_ROW * M < N else (c0, c1) == (0, N)
+        assert (covered == 1).all()
+        np.testing.assert_allclose(C.reshape(M, N), expected, rtol=1e-12)
+
+
 @pytest.mark.parametrize("T,B,H,parts", [(1, 1, 13, 1), (1, 1, 13, 3), (3, 2, 13, 2), (3, 2, 13, 3),
                                           (40, 2, 3, 2), (40, 2, 3, 3)],
                          ids=["one-row", "one-row-3-parts", "wide", "wide-3-parts", "tall", "tall-3-parts"])

@@ -278,14 +278,39 @@ def _column_sums(a, R, C, c0, c1, out):
             part[c] += row[c]
 
 
+# Products split their columns between threads, instead of their rows, from this many columns
+# per row (see _gemm_part). Measured here, the input projection of T*B rows on two threads,
+# I = H, us, rows split against columns split: H=128, 20 rows: 31/25, 100 rows: 59/83; H=256,
+# 100 rows: 214/186, 400 rows: 537/643; H=512, 100 rows: 805/629, 200 rows: 1226/1184, 400 rows:
+# 2086/2208, 1600 rows: 7456/7961; H=1024, 100 rows: 3611/2526. One row, as a matrix-vector
+# product: a whole forward step at H=512 took 0.17 ms, against 0.38 ms through ?gemm.
+COLUMNS_PER_ROW = 8
+
+
 @register_jitable(**_JIT)
-def _gemm_rows(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
-    """Rows [M*part/parts, M*(part+1)/parts) of C = op(A) @ op(B) (see ``_gemm``): lets
-    several threads share one large product, each with its own rows."""
+def _gemm_part(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
+    """Part `part` of `parts` of C = op(A) @ op(B) (see ``_gemm``), so that several threads can
+    share one large product: each part its own rows of C, or, where C has more than
+    COLUMNS_PER_ROW times as many columns as rows, its own columns, in whole cache lines (a part
+    may get none). Returns (r0, r1, c0, c1): C[r0:r1, c0:c1] is what it wrote.
+
+    Each BLAS call first copies (packs) the part of op(B) that it reads: split by rows, every
+    part copies all of it, which a few rows do not repay. One row of A (not transposed) is a
+    matrix-vector product, which copies nothing (see COLUMNS_PER_ROW for measurements)."""
+    if COLUMNS_PER_ROW * M < N:
+        c0 = N * part // parts // LINE_UNITS * LINE_UNITS
+        c1 = N if part == parts - 1 else N * (part + 1) // parts // LINE_UNITS * LINE_UNITS
+        b_part = b[c0 * ldb:] if tb else b[c0:]  # columns c0 .. of op(B)
+        if c1 > c0 and M == 1 and not ta:  # c[c0:c1] = op(B)[:, c0:c1]^T a
+            _gemv(c1 - c0, K, b_part, ldb, not tb, a, c[c0:], 0, scal)
+        elif c1 > c0:
+            _gemm(M, c1 - c0, K, a, lda, ta, b_part, ldb, tb, c[c0:], ldc, 0, scal)
+        return 0, M, c0, c1
     r0, r1 = M * part // parts, M * (part + 1) // parts
     if r1 > r0:
         _gemm(r1 - r0, N, K, a[r0 * (1 if ta else lda):], lda, ta, b, ldb, tb,
               c[r0 * ldc:], ldc, 0, scal)
+    return r0, r1, 0, N
 
 
 # Hidden units per 64-byte cache line (float32). Blocks run by several threads are a whole
@@ -495,38 +520,16 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
             wait_until(done, t, blocks)
 
 
-# The input projection splits its columns between threads from this many columns per row
-# (see _project). Measured here, the projection of T*B rows on two threads, I = H, us, rows
-# split against columns split: H=128, 20 rows: 31/25, 100 rows: 59/83; H=256, 100 rows:
-# 214/186, 400 rows: 537/643; H=512, 100 rows: 805/629, 200 rows: 1226/1184, 400 rows:
-# 2086/2208, 1600 rows: 7456/7961; H=1024, 100 rows: 3611/2526.
-COLUMNS_PER_ROW = 8
-
-
 @register_jitable(**_JIT)
 def _project(p, n, x, W_ih, bias, gates, scal):
-    """Part p of n of the input projection of all steps, x W_ih^T + bias: (T*B, I) @ (I, 4H).
-
-    The parts split the product's rows, or its columns where it has more than
-    COLUMNS_PER_ROW times as many columns as rows. Each BLAS call first copies (packs) the
-    part of W_ih that it reads, and then the rows of x: split by rows, every part copies all of
-    W_ih, which a few rows do not repay. One row (T*B = 1) is a matrix-vector product, which
-    copies nothing: at H=512, a forward step took 0.17 ms against 0.38 ms through ?gemm."""
+    """Part p of n of the input projection of all steps, x W_ih^T + bias: (T*B, I) @ (I, 4H),
+    split by ``_gemm_part``."""
     T, B, I = x.shape
     G = W_ih.shape[0]
     M = T * B
-    gf, xf, Wf = gates.reshape(M * G), x.reshape(M * I), W_ih.reshape(G * I)
-    r0, r1, c0, c1 = M * p // n, M * (p + 1) // n, 0, G
-    if COLUMNS_PER_ROW * M < G:  # columns c0 .. c1 - 1, whole cache lines (no line shared)
-        r0, r1 = 0, M
-        c0 = G * p // n // LINE_UNITS * LINE_UNITS
-        c1 = G if p == n - 1 else G * (p + 1) // n // LINE_UNITS * LINE_UNITS
-        if c1 > c0 and M == 1:
-            _gemv(c1 - c0, I, Wf[c0 * I:], I, False, xf, gf[c0:], 0, scal)
-        elif c1 > c0:
-            _gemm(M, c1 - c0, I, xf, I, False, Wf[c0 * I:], I, True, gf[c0:], G, 0, scal)
-    else:
-        _gemm_rows(p, n, M, G, I, xf, I, False, Wf, I, True, gf, G, scal)
+    gf = gates.reshape(M * G)
+    r0, r1, c0, c1 = _gemm_part(p, n, M, G, I, x.reshape(M * I), I, False, W_ih.reshape(G * I), I,
+                                True, gf, G, scal)
     b = bias[c0:c1]
     for r in range(r0, r1):
         row = gf[r * G + c0:r * G + c1]
@@ -620,16 +623,16 @@ def _lstm_bwd_steps(p, n, width, r0, r1, K, dy, dh, dc, dA, cs, Wp, taken, done,
 def _lstm_bwd_products(p, n, dA, x, hs, W_ih, W_hh, dx, dh, dW_ih, dW_hh, db, scal):
     """Part p of n of the products after the time loop, with dA as one (T*B, 4H) matrix:
     dx = dA W_ih, dh_0 = dA[0] W_hh, dW_ih = dA^T x, dW_hh = dA^T h, and the bias gradient,
-    the column sums of dA. Each part computes its share of every output's rows."""
+    the column sums of dA. Each part computes its share of every output (``_gemm_part``)."""
     T, B, I = x.shape
     G, H = W_hh.shape
     dA2 = dA.reshape(T * B * G)
-    _gemm_rows(p, n, T * B, I, G, dA2, G, False, W_ih.reshape(G * I), I, False,
+    _gemm_part(p, n, T * B, I, G, dA2, G, False, W_ih.reshape(G * I), I, False,
                dx.reshape(T * B * I), I, scal)
-    _gemm_rows(p, n, B, H, G, dA2, G, False, W_hh.reshape(G * H), H, False, dh.reshape(B * H), H, scal)
-    _gemm_rows(p, n, G, I, T * B, dA2, G, True, x.reshape(T * B * I), I, False,
+    _gemm_part(p, n, B, H, G, dA2, G, False, W_hh.reshape(G * H), H, False, dh.reshape(B * H), H, scal)
+    _gemm_part(p, n, G, I, T * B, dA2, G, True, x.reshape(T * B * I), I, False,
                dW_ih.reshape(G * I), I, scal)
-    _gemm_rows(p, n, G, H, T * B, dA2, G, True, hs.reshape((T + 1) * B * H), H, False,
+    _gemm_part(p, n, G, H, T * B, dA2, G, True, hs.reshape((T + 1) * B * H), H, False,
                dW_hh.reshape(G * H), H, scal)
     _column_sums(dA2, T * B, G, G * p // n, G * (p + 1) // n, db)
 
