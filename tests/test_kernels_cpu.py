@@ -185,8 +185,8 @@ def test_blocked_time_loops_match_reference(monkeypatch, dtype, threads_from, sp
 def test_product_parts_write_each_element_once(M, N, ta, tb):
     """The parts of a shared product (_gemm_part) together write C = op(A) @ op(B), each the
     block that it reports: by columns where C is much wider than tall (one row of A: a
-    matrix-vector product), by rows otherwise; one to three parts, A and B as stored or
-    transposed."""
+    matrix-vector product), in whole cache lines, so that of 3 parts of 40 columns one gets
+    none; by rows otherwise; one to three parts, A and B as stored or transposed."""
     from numba import njit
 
     K_ = 7
@@ -216,7 +216,7 @@ def test_product_parts_write_each_element_once(M, N, ta, tb):
 def test_input_projection_parts_write_each_preactivation_once(T, B, H, parts, dtype):
     """The parts of the input projection together write x W_ih^T + bias for every step: split
     by columns where the product is much wider than tall (one row: a matrix-vector product), by
-    rows otherwise, with parts left empty where there are more parts than lines of columns."""
+    rows otherwise, adding the bias to each block that a part wrote."""
     from numba import njit
 
     rng = np.random.default_rng(T + parts)

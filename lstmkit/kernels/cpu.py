@@ -30,7 +30,7 @@ The LSTM goes further (the RNN, a quarter of the work per step, keeps the plain 
   through every step and waits for nobody (rows never meet; see ``_plan``); otherwise the
   threads share the blocks of each step and wait for each other at its end
   (``lstmkit.kernels.sync``). From ``PARALLEL_PRODUCT_FROM`` the large products split their
-  rows between the threads (the input projection of few rows: its columns; see ``_project``).
+  rows between the threads (products of few rows: their columns; see ``_gemm_part``).
   BLAS itself runs on one thread, so the two thread pools never compete for the cores;
 * large arrays come from a recycler (``_Recycler``) that reuses their memory from call to call.
 
@@ -283,7 +283,7 @@ def _column_sums(a, R, C, c0, c1, out):
 # I = H, us, rows split against columns split: H=128, 20 rows: 31/25, 100 rows: 59/83; H=256,
 # 100 rows: 214/186, 400 rows: 537/643; H=512, 100 rows: 805/629, 200 rows: 1226/1184, 400 rows:
 # 2086/2208, 1600 rows: 7456/7961; H=1024, 100 rows: 3611/2526. One row, as a matrix-vector
-# product: a whole forward step at H=512 took 0.17 ms, against 0.38 ms through ?gemm.
+# product: a forward pass of one step at H=512 took 0.17 ms, against 0.38 ms through ?gemm.
 COLUMNS_PER_ROW = 8
 
 
@@ -544,7 +544,7 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, bias, width, counters, re
     gates: (T, B, 4H), filled with the gate values i, f, g, o of every step; Wp: W_hh packed
     for blocks of `width` units, or with tiles (``_tiled``) memory that the time loop packs
     W_hh: (4H, H) into; counters: ``_counters(T, H, width)``; rec: (max(B * 4H, TILE),) scratch;
-    scal: ``_SCALARS[dtype]``. The projection's rows are split over product_threads threads,
+    scal: ``_SCALARS[dtype]``. The projection is split over product_threads threads,
     the time loop over loop_threads (1: no parallel region at all): each step's blocks, or with
     batch_split, the batch rows (each thread then runs the whole loop for its rows alone)."""
     T = x.shape[0]
@@ -882,8 +882,7 @@ def _packed(W_hh, width: int, forward: bool, B: int, tiles: bool = False) -> np.
         return _recycled.empty((W_hh.size,), W_hh.dtype, aligned=True)
     if B == 1 and forward and width == H <= MATVEC_UP_TO:
         # W_hh^T (one block's packing): numpy's transposing copy is the quickest at this size
-        # (H=32: 1.2 us, _pack 3.3 us); on a cache line, so that add_tile's vector loads never
-        # straddle two (one product at H=32: 40 ns, 70 ns otherwise); zeros up to whole tiles
+        # (H=32: 1.2 us, _pack 3.3 us); on a cache line, as the tiles; zeros up to whole tiles
         G = W_hh.shape[0]
         WT = _aligned_empty((H, -(-G // TILE) * TILE), W_hh.dtype)
         WT[:, :G], WT[:, G:] = W_hh.T, 0
