@@ -94,7 +94,7 @@ def test_finite_check_finds_nan_and_inf_anywhere_and_nothing_else(dtype):
     names = "x h0 c0 W_ih W_hh b_ih b_hh"
     big, tiny = np.finfo(dtype).max, np.finfo(dtype).smallest_subnormal
     for k, name in enumerate(names.split()):
-        for size in (1, 7, 33):  # (vectorised loops have remainders)
+        for size in (1, 7, 33, 200):  # (vectorised loops: whole vectors, and remainders)
             for pos in (0, size // 2, size - 1):
                 for value, bad in [(np.nan, True), (np.inf, True), (-np.inf, True), (big, False),
                                    (-big, False), (tiny, False), (-0.0, False)]:

@@ -142,13 +142,15 @@ def _has_nonfinite_impl(a):
     # Integer arithmetic on the bits, so no fast-math flag can assume the NaNs away: a float
     # is NaN or inf exactly when its exponent bits are all ones. max() over the exponents is a
     # reduction LLVM vectorises (an OR would not do: 0x7F000000 | 0x00800000 is all ones).
+    # Numba widens uint32 & uint32 to 64 bits; cast back, each vector holds twice the values
+    # (measured, 256 KiB of float32 in the core's cache: 3.3 us against 8.3 us).
     bits = np.uint32 if a.dtype.bitwidth == 32 else np.uint64
     ones = bits(0x7F800000) if a.dtype.bitwidth == 32 else bits(0x7FF0000000000000)
 
     def impl(a):
         u, top = a.view(bits), bits(0)
         for i in range(u.size):  # (by index: iterating over the array itself did not vectorise)
-            top = max(top, u[i] & ones)
+            top = bits(max(top, bits(u[i] & ones)))
         return top == ones
     return impl
 
