@@ -26,13 +26,23 @@ from lstmkit.functional import check_backend, resolve_backend
 __all__ = ["RNN", "LSTM", "RNNCell", "LSTMCell", "ConvLSTM"]
 
 
-def _check_input(name: str, x, ndims: tuple[int, ...], layout: str) -> None:
+def _check_input(name: str, x, ndims: tuple[int, ...], layout: str, weight: torch.Tensor) -> None:
+    """x: the module's input; weight: one of its parameters, whose dtype and device x must have."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
     if x.dim() not in ndims:
         raise ValueError(f"{name} must have shape {layout}, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    # Said here, in the module's terms: the backends would name their own arrays (x, W_hh).
+    # The usual cause is a tensor made from a NumPy array, which is float64.
+    if x.dtype != weight.dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but the module's parameters have {weight.dtype}: "
+                        f"convert the input ({name}.to({weight.dtype})) or the module "
+                        f"(module.to({x.dtype}))")
+    if x.device != weight.device:
+        raise TypeError(f"{name} is on {x.device} but the module's parameters are on {weight.device}: "
+                        f"move one of them (module.to({name}.device) or {name}.to('{weight.device}'))")
 
 
 def _check_state(name: str, s, expected: tuple[int, ...], like: torch.Tensor) -> None:
@@ -41,6 +51,11 @@ def _check_state(name: str, s, expected: tuple[int, ...], like: torch.Tensor) ->
     if tuple(s.shape) != expected:
         raise ValueError(f"{name} must have shape (num_layers * num_directions, B, H) = {expected}, "
                          f"got {tuple(s.shape)}")
+    _check_like(name, s, like)
+
+
+def _check_like(name: str, s: torch.Tensor, like: torch.Tensor) -> None:
+    """A state s must have the dtype and device of the input, `like`."""
     if s.dtype != like.dtype or s.device != like.device:
         raise TypeError(f"{name} must have the input's dtype and device ({like.dtype}, {like.device}), "
                         f"got ({s.dtype}, {s.device})")
@@ -80,7 +95,8 @@ class _Recurrent(_ShowsBackend):
             raise TypeError(f"backend={self.backend!r} does not take a PackedSequence; pad the "
                             "batch, or use backend='torch'")
         layout = "(N, L, input_size)" if self.batch_first else "(L, N, input_size)"
-        _check_input("input", input, (2, 3), f"{layout} or unbatched (L, input_size)")
+        _check_input("input", input, (2, 3), f"{layout} or unbatched (L, input_size)",
+                     self._flat_weights[0])
         if input.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size) in its last "
                              f"dimension, got shape {tuple(input.shape)}")
@@ -195,7 +211,7 @@ class RNN(_Recurrent, nn.RNN):
 
 
 def _cell_input(cell, input):
-    _check_input("input", input, (1, 2), "(N, input_size) or unbatched (input_size,)")
+    _check_input("input", input, (1, 2), "(N, input_size) or unbatched (input_size,)", cell.weight_ih)
     if input.shape[-1] != cell.input_size:
         raise ValueError(f"input must have {cell.input_size} features (input_size) in its last "
                          f"dimension, got shape {tuple(input.shape)}")
@@ -211,6 +227,7 @@ def _cell_state(name, s, x, hidden_size, batched):
     if not isinstance(s, torch.Tensor) or tuple(s.shape) != expected:
         got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
         raise ValueError(f"{name} must have shape (N, hidden_size) = {expected}, got {got}")
+    _check_like(name, s, x)
     return s
 
 
@@ -340,7 +357,7 @@ class ConvLSTM(nn.Module):
 
     def forward(self, input, hx=None):
         layout = "(B, T, C_in, Hh, Ww)" if self.batch_first else "(T, B, C_in, Hh, Ww)"
-        _check_input("input", input, (5,), layout)
+        _check_input("input", input, (5,), layout, self.weight_l0)
         if input.shape[2] != self.in_channels:
             raise ValueError(f"input must have {self.in_channels} channels (in_channels) in "
                              f"dimension 2 of {layout}, got shape {tuple(input.shape)}")
@@ -374,4 +391,5 @@ class ConvLSTM(nn.Module):
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != s:
                     got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
                     raise ValueError(f"hx[{k}] {name} must have shape (B, C_h, Hh, Ww) = {s}, got {got}")
+                _check_like(f"hx[{k}] {name}", t, x)
         return [tuple(pair) for pair in hx]

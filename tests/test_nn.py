@@ -146,10 +146,44 @@ def test_backend_auto_uses_numba_on_cpu():
     (lambda m: m(torch.randn(4, 2, 5), torch.zeros(1, 2, 6)), ValueError, r"tuple \(h_0, c_0\)"),
     (lambda m: m(torch.randn(4, 2, 5), (torch.zeros(1, 2, 6, dtype=torch.float64),) * 2), TypeError,
      r"dtype and device"),
+    (lambda m: m(torch.randn(4, 2, 5, dtype=torch.float64)), TypeError,
+     r"input has dtype torch.float64 but the module's parameters have torch.float32: "
+     r".*input.to\(torch.float32\)"),
+    (lambda m: m(torch.randn(4, 2, 5, device="meta")), TypeError,
+     r"input is on meta but the module's parameters are on cpu"),
 ])
 def test_bad_input_gets_a_clear_error(call, err, match):
     with pytest.raises(err, match=match):
         call(lnn.LSTM(5, 6, backend="numba"))
+
+
+@pytest.mark.parametrize("make,shape", [
+    *[(lambda b=b: lnn.RNN(5, 6, backend=b), (4, 2, 5)) for b in ("numba", "numpy")],
+    *[(lambda b=b: lnn.LSTMCell(5, 6, backend=b), (2, 5)) for b in ("numba", "numpy")],
+    *[(lambda b=b: lnn.RNNCell(5, 6, backend=b), (2, 5)) for b in ("numba", "numpy")],
+    *[(lambda b=b: lnn.ConvLSTM(5, 6, 3, backend=b), (4, 2, 5, 3, 3)) for b in ("auto", "torch")],
+])
+def test_an_input_of_another_dtype_than_the_module_is_named_in_the_modules_terms(make, shape):
+    """The usual slip: a tensor made from a NumPy array (float64) given to a float32 module."""
+    m = make()
+    with pytest.raises(TypeError, match=r"input has dtype torch.float64 but the module's parameters "
+                                        r"have torch.float32"):
+        m(torch.randn(shape, dtype=torch.float64))
+    m.double()(torch.randn(shape, dtype=torch.float64))  # once the module is converted, it runs
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: lnn.LSTMCell(5, 6)(torch.randn(2, 5), (torch.zeros(2, 6, dtype=torch.float64),) * 2),
+     r"h_0 must have the input's dtype and device \(torch.float32, cpu\)"),
+    (lambda: lnn.RNNCell(5, 6)(torch.randn(2, 5), torch.zeros(2, 6, dtype=torch.float64)),
+     r"hx must have the input's dtype"),
+    (lambda: lnn.ConvLSTM(5, 6, 3)(torch.randn(4, 2, 5, 3, 3),
+                                   [(torch.zeros(2, 6, 3, 3, dtype=torch.float64),) * 2]),
+     r"hx\[0\] h must have the input's dtype"),
+])
+def test_states_of_another_dtype_than_the_input_get_a_clear_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
 
 
 def test_bad_constructor_arguments():
