@@ -14,6 +14,15 @@ FLOAT_DTYPES = (np.float32, np.float64)
 GATES = {"rnn": 1, "lstm": 4}
 
 
+class NonFiniteError(ValueError):
+    """An argument holds a NaN or an inf; ``name`` is the argument's name (x, W_hh, ...), which
+    ``lstmkit.nn`` turns into its own (input, weight_hh_l0, ...)."""
+
+    def __init__(self, name: str):
+        super().__init__(f"{name} contains NaN or inf")
+        self.name = name
+
+
 def array(name: str, a, ndim: int, layout: str, dtype=None, finite: bool = True) -> np.ndarray:
     """Check that ``a`` is a floating NumPy array with ``ndim`` dimensions.
 
@@ -32,7 +41,7 @@ def array(name: str, a, ndim: int, layout: str, dtype=None, finite: bool = True)
     if a.ndim != ndim:
         raise ValueError(f"{name} must have shape {layout} ({ndim} dimensions), got shape {a.shape}")
     if finite and not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise NonFiniteError(name)
     return a
 
 

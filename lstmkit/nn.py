@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lstmkit import functional
+from lstmkit._checks import NonFiniteError
 from lstmkit.functional import check_backend, resolve_backend
 
 __all__ = ["RNN", "LSTM", "RNNCell", "LSTMCell", "ConvLSTM"]
@@ -59,6 +60,20 @@ def _check_like(name: str, s: torch.Tensor, like: torch.Tensor) -> None:
     if s.dtype != like.dtype or s.device != like.device:
         raise TypeError(f"{name} must have the input's dtype and device ({like.dtype}, {like.device}), "
                         f"got ({s.dtype}, {s.device})")
+
+
+_PARAMETER = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+
+
+def _nonfinite(e: NonFiniteError, suffix: str = "", layer: int = 0) -> ValueError:
+    """The backend's NonFiniteError, in the module's names (weight_hh_l0, input, h_0)."""
+    if e.name in _PARAMETER:
+        # Parameters turn NaN when training diverges; torch's LSTM would return NaNs silently.
+        return ValueError(f"{_PARAMETER[e.name]}{suffix} contains NaN or inf: training has probably "
+                          "diverged (try a smaller learning rate, or clip the gradients with "
+                          "torch.nn.utils.clip_grad_norm_ before optimizer.step())")
+    names = {"x": "input" if layer == 0 else f"the input of layer {layer}", "h0": "h_0", "c0": "c_0"}
+    return ValueError(f"{names.get(e.name, e.name)} contains NaN or inf")
 
 
 class _ShowsBackend:
@@ -118,13 +133,16 @@ class _Recurrent(_ShowsBackend):
                 k = layer * D + d
                 seq = layer_input.flip(0) if d else layer_input
                 init = states[k]
-                if is_lstm:
-                    y, h, c = functional.lstm_layer(seq, *init, *self._layer_params(layer, d),
+                try:
+                    if is_lstm:
+                        y, h, c = functional.lstm_layer(seq, *init, *self._layer_params(layer, d),
+                                                        backend=backend)
+                        finals[1].append(c)
+                    else:
+                        y, h = functional.rnn_layer(seq, *init, *self._layer_params(layer, d),
                                                     backend=backend)
-                    finals[1].append(c)
-                else:
-                    y, h = functional.rnn_layer(seq, *init, *self._layer_params(layer, d),
-                                                backend=backend)
+                except NonFiniteError as e:
+                    raise _nonfinite(e, f"_l{layer}" + ("_reverse" if d else ""), layer) from None
                 finals[0].append(h)
                 outs.append(y.flip(0) if d else y)
             layer_input = torch.cat(outs, dim=2) if D == 2 else outs[0]
@@ -249,9 +267,12 @@ class LSTMCell(_ShowsBackend, nn.LSTMCell):
         h0, c0 = (None, None) if hx is None else hx
         h0 = _cell_state("h_0", h0, x, self.hidden_size, input.dim() == 2)
         c0 = _cell_state("c_0", c0, x, self.hidden_size, input.dim() == 2)
-        _, h, c = functional.lstm_layer(x[None], h0, c0, self.weight_ih, self.weight_hh,
-                                        self.bias_ih, self.bias_hh,
-                                        backend=resolve_backend(self.backend, x))
+        try:
+            _, h, c = functional.lstm_layer(x[None], h0, c0, self.weight_ih, self.weight_hh,
+                                            self.bias_ih, self.bias_hh,
+                                            backend=resolve_backend(self.backend, x))
+        except NonFiniteError as e:
+            raise _nonfinite(e) from None
         return (h, c) if input.dim() == 2 else (h[0], c[0])
 
 
@@ -275,8 +296,11 @@ class RNNCell(_ShowsBackend, nn.RNNCell):
             return super().forward(input, hx)
         x = _cell_input(self, input)
         h0 = _cell_state("hx", hx, x, self.hidden_size, input.dim() == 2)
-        _, h = functional.rnn_layer(x[None], h0, self.weight_ih, self.weight_hh, self.bias_ih,
-                                    self.bias_hh, backend=resolve_backend(self.backend, x))
+        try:
+            _, h = functional.rnn_layer(x[None], h0, self.weight_ih, self.weight_hh, self.bias_ih,
+                                        self.bias_hh, backend=resolve_backend(self.backend, x))
+        except NonFiniteError as e:
+            raise _nonfinite(e) from None
         return h if input.dim() == 2 else h[0]
 
 

@@ -151,6 +151,8 @@ def test_backend_auto_uses_numba_on_cpu():
      r".*input.to\(torch.float32\)"),
     (lambda m: m(torch.randn(4, 2, 5, device="meta")), TypeError,
      r"input is on meta but the module's parameters are on cpu"),
+    (lambda m: m(torch.randn(4, 2, 5), (torch.full((1, 2, 6), float("inf")), torch.zeros(1, 2, 6))),
+     ValueError, r"^h_0 contains NaN or inf$"),
 ])
 def test_bad_input_gets_a_clear_error(call, err, match):
     with pytest.raises(err, match=match):
@@ -170,6 +172,25 @@ def test_an_input_of_another_dtype_than_the_module_is_named_in_the_modules_terms
                                         r"have torch.float32"):
         m(torch.randn(shape, dtype=torch.float64))
     m.double()(torch.randn(shape, dtype=torch.float64))  # once the module is converted, it runs
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("make,where,shape,match", [
+    (lambda b: lnn.LSTM(5, 6, num_layers=2, bidirectional=True, backend=b), "weight_hh_l1_reverse",
+     (4, 2, 5), r"^weight_hh_l1_reverse contains NaN or inf: training has probably diverged .*clip_grad"),
+    (lambda b: lnn.LSTM(5, 6, backend=b), "bias_ih_l0", (4, 2, 5), r"^bias_ih_l0 contains NaN or inf: "),
+    (lambda b: lnn.RNN(5, 6, num_layers=2, backend=b), "weight_ih_l1", (4, 2, 5), r"^weight_ih_l1 contains"),
+    (lambda b: lnn.LSTMCell(5, 6, backend=b), "weight_ih", (2, 5), r"^weight_ih contains NaN or inf: "),
+    (lambda b: lnn.LSTM(5, 6, backend=b), "input", (4, 2, 5), r"^input contains NaN or inf$"),
+    (lambda b: lnn.RNNCell(5, 6, backend=b), "input", (2, 5), r"^input contains NaN or inf$"),
+])
+def test_a_nan_is_reported_under_the_modules_own_name_for_it(make, where, shape, match, backend):
+    """What a learner meets when training diverges: the parameter that turned NaN, and what to do."""
+    m, x = make(backend), torch.randn(shape)
+    with torch.no_grad():
+        (x if where == "input" else getattr(m, where)).view(-1)[1] = float("nan")
+    with pytest.raises(ValueError, match=match):
+        m(x)
 
 
 @pytest.mark.parametrize("call,match", [
