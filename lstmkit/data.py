@@ -266,6 +266,8 @@ def windows(series: np.ndarray, length: int, *, stride: int = 1) -> tuple[np.nda
     if length < 1 or len(series) < length + 1:
         raise ValueError(f"need 1 <= length < len(series), got length={length} for "
                          f"{len(series)} values")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
     starts = np.arange(0, len(series) - length, stride)
     idx = starts[:, None] + np.arange(length)[None, :]
     return series[idx][..., None], series[idx + 1][..., None]
@@ -522,6 +524,10 @@ DIGIT_FONT = {
 
 def glyph(char: str, scale: int = 1) -> np.ndarray:
     """The bitmap of one digit from ``DIGIT_FONT``: ``(7 scale, 5 scale) float32`` of 0 / 1."""
+    if char not in DIGIT_FONT:
+        raise ValueError(f"char must be one of the digits '0' .. '9' (DIGIT_FONT), got {char!r}")
+    if scale < 1:
+        raise ValueError(f"scale must be at least 1, got {scale}")
     rows = DIGIT_FONT[char]
     bitmap = np.array([[ch == "#" for ch in row] for row in rows], dtype=np.float32)
     return np.kron(bitmap, np.ones((scale, scale), dtype=np.float32))
@@ -545,6 +551,11 @@ def moving_glyphs(n: int, T: int = 10, size: int = 32, *, n_glyphs: int = 1, sca
     h, w = 7 * scale, 5 * scale
     if h >= size or w >= size:
         raise ValueError(f"glyphs of {h} x {w} pixels do not fit a {size} x {size} frame")
+    # A digit that hits a wall moves back by its speed: from anywhere within the free room
+    # of size - h pixels, that lands inside the frame while 2 * speed <= size - h + 1.
+    if not 1 <= max_speed <= (size - h + 1) // 2:
+        raise ValueError(f"max_speed must be between 1 and {(size - h + 1) // 2} for glyphs of {h} x {w} "
+                         f"pixels in a {size} x {size} frame, got {max_speed}")
     frames = np.zeros((n, T, 1, size, size), dtype=np.float32)
     for s in range(n):
         for _ in range(n_glyphs):
@@ -904,13 +915,16 @@ def captioned_scenes(n: int, *, size: int = 32, seed: int = 0) -> tuple[np.ndarr
     exactly one correct caption.
 
     Returns ``images: (n, 3, size, size) float32`` in [0, 1] (channels first, as torch's Conv2d
-    wants) and ``captions: (n, CAPTION_LEN) int64`` token ids (``caption_vocabulary``):
+    wants; ``size`` >= 27, room for both shapes side by side) and
+    ``captions: (n, CAPTION_LEN) int64`` token ids (``caption_vocabulary``):
     <start>, the words, <end>, then <pad>. ``decode_captions`` turns ids back into text.
 
     Baseline: a caption has 5 free choices (two colours, two shapes, the relation), about
     1,000 combinations; guessing the most common word at each slot gets every choice right
     with probability under 1/500.
     """
+    if size < 2 * 13 + 1:  # two shapes of up to 13 pixels, a pixel apart, must fit side by side
+        raise ValueError(f"size must be at least 27 pixels, got {size}")
     rng = _rng(seed)
     vocab = {w: i for i, w in enumerate(caption_vocabulary())}
     colors = list(SCENE_COLORS)

@@ -342,6 +342,8 @@ def softmax_temperature(logits, temperature: float) -> np.ndarray:
     likely token), above 1 flattens it (towards uniform). A temperature of 0 (or below 1e-6)
     returns the one-hot distribution of the argmax: greedy decoding.
     """
+    if temperature < 0:
+        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
     z = np.asarray(logits, dtype=np.float64)
     if temperature < 1e-6:
         p = np.zeros_like(z)

@@ -200,6 +200,12 @@ def test_windows_rejects_2d():
         data.windows(np.zeros((4, 4)), 2)
 
 
+@pytest.mark.parametrize("stride", [0, -1])
+def test_windows_rejects_a_stride_below_one(stride):
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        data.windows(np.arange(20.0), 5, stride=stride)
+
+
 # -------------------------------------------------------------- lesson 00 samples
 
 

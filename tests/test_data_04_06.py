@@ -171,6 +171,21 @@ def test_moving_glyphs_shapes_range_and_seed():
     assert_deterministic(lambda s: data.moving_glyphs(3, seed=s))
     with pytest.raises(ValueError, match="fit"):
         data.moving_glyphs(1, size=12, scale=2)
+    with pytest.raises(ValueError, match="char must be one of the digits"):
+        data.glyph("a")
+
+
+@pytest.mark.parametrize("size", [15, 16, 32])
+def test_moving_glyphs_at_the_largest_speed_allowed_stay_in_the_frame(size):
+    """A bounce moves a digit back by its speed, which must land inside the frame: the largest
+    speed allowed is (size - 14 + 1) // 2 at scale 2, and one more is refused, not drawn wrong."""
+    fastest = (size - 14 + 1) // 2
+    f = data.moving_glyphs(40, T=20, size=size, max_speed=fastest, seed=1)
+    ink = f.sum((2, 3, 4))
+    assert (ink == ink[:, :1]).all()  # every frame holds the whole digit
+    for bad in (0, fastest + 1):
+        with pytest.raises(ValueError, match=f"max_speed must be between 1 and {fastest}"):
+            data.moving_glyphs(1, size=size, max_speed=bad)
 
 
 def test_moving_glyphs_single_glyph_keeps_its_ink():

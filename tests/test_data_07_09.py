@@ -223,6 +223,13 @@ def test_captioned_scenes_shapes_and_captions():
     assert_deterministic(lambda s: data.captioned_scenes(5, seed=s))
 
 
+def test_captioned_scenes_refuse_a_frame_too_small_for_two_shapes():
+    # (below 27 pixels the placement of the two shapes used to retry forever)
+    assert data.captioned_scenes(30, size=27)[0].shape == (30, 3, 27, 27)
+    with pytest.raises(ValueError, match="size must be at least 27"):
+        data.captioned_scenes(1, size=26)
+
+
 def test_decode_captions_stops_at_end():
     vocab = data.caption_vocabulary()
     ids = [vocab.index(w) for w in ["<start>", "a", "red", "circle", "<end>", "a", "<pad>"]]
@@ -244,6 +251,8 @@ def test_softmax_temperature():
     assert np.isfinite(big).all() and big[0] == 1.0
     batch = widgets.softmax_temperature(np.zeros((3, 5)), 1.0)
     np.testing.assert_allclose(batch.sum(-1), 1.0)
+    with pytest.raises(ValueError, match="temperature must be 0"):
+        widgets.softmax_temperature(logits, -0.5)
 
 
 def _counting_model(V=5):
