@@ -230,6 +230,8 @@ def seasonal_series(n_steps: int = 1200, *, period: int = 24, noise: float = 0.1
     the seasonal-naive forecast y_{t-period} scores 2 * noise**2 (0.02); persistence,
     y_t for y_{t+1}, scores about 0.088 with the defaults.
     """
+    if period <= 0:
+        raise ValueError(f"period must be positive (steps per cycle), got {period}")
     rng = _rng(seed)
     phase = rng.uniform(0, 2 * np.pi)
     t = np.arange(n_steps, dtype=np.float64)
@@ -841,8 +843,14 @@ def melodies(n: int, *, bars: int = 8, seed: int = 0) -> np.ndarray:
 
 def melody_notes(tokens) -> list[tuple[int | None, int, int]]:
     """A token grid (T,) as notes: a list of ``(midi_pitch or None for a rest, start, steps)``."""
+    tokens = np.asarray(tokens)
+    V = 2 + len(MELODY_PITCHES)
+    if tokens.ndim != 1 or tokens.size and not (0 <= tokens.min() and tokens.max() < V):
+        got = f" with ids {int(tokens.min())} .. {int(tokens.max())}" if tokens.size else ""
+        raise ValueError(f"tokens must be a 1-D grid of token ids 0 .. {V - 1} (melody_token_names), "
+                         f"got shape {tokens.shape}{got}")
     notes: list[list] = []
-    for t, tok in enumerate(np.asarray(tokens).tolist()):
+    for t, tok in enumerate(tokens.tolist()):
         if tok == MELODY_HOLD and notes:
             notes[-1][2] += 1
         elif tok == MELODY_HOLD or tok == MELODY_REST:

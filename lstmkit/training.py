@@ -63,6 +63,11 @@ def set_forget_bias(lstm_layer: nn.LSTM, value: float) -> nn.LSTM:
     Gate order is i, f, g, o, so the forget gate is the slice [H:2H] of both bias vectors; the
     two add, so one holds the value and the other is zeroed.
     """
+    if not isinstance(lstm_layer, (nn.LSTM, nn.LSTMCell)):
+        raise TypeError(f"lstm_layer must be an LSTM or LSTMCell (torch.nn or lstmkit.nn), "
+                        f"got {type(lstm_layer).__name__}")
+    if not lstm_layer.bias:
+        raise ValueError("this LSTM has no biases (bias=False): there is no forget bias to set")
     H = lstm_layer.hidden_size
     with torch.no_grad():
         for name, p in lstm_layer.named_parameters():

@@ -155,6 +155,8 @@ def test_seasonal_series_shape_and_determinism():
     s = data.seasonal_series(500, seed=0)
     assert s.shape == (500,) and s.dtype == np.float32
     assert_deterministic(lambda seed: data.seasonal_series(100, seed=seed))
+    with pytest.raises(ValueError, match="period must be positive"):
+        data.seasonal_series(100, period=0)
 
 
 def test_seasonal_baselines_are_right():

@@ -192,6 +192,9 @@ def test_melody_notes_and_audio():
     assert np.abs(wave[3 * 400:4 * 400]).max() < 1e-6  # the rest is silent
     spectrum = np.abs(np.fft.rfft(wave[:1200]))  # the first note, C4 = 261.6 Hz
     assert abs(np.argmax(spectrum) * 4000 / 1200 - 261.6) < 4
+    for bad in ([2, 17], [-1, 2], [[2, 1]]):  # -1 used to be read as the third-last pitch
+        with pytest.raises(ValueError, match="token ids 0 .. 16"):
+            data.melody_notes(bad)
 
 
 # --------------------------------------------------------- lesson 08: captioned scenes

@@ -221,3 +221,25 @@ def test_empty_sequence_returns_initial_state():
     y, (h, c) = m(torch.zeros(0, 2, 3), (h0, c0))
     assert y.shape == (0, 2, 4)
     assert torch.equal(h, h0) and torch.equal(c, c0)
+
+
+def test_set_forget_bias_sets_every_layer_and_direction_and_refuses_what_has_none():
+    from lstmkit.training import set_forget_bias
+
+    torch.manual_seed(0)
+    m = lnn.LSTM(3, 4, num_layers=2, bidirectional=True, backend="numba")
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    set_forget_bias(m, 2.5)
+    for name, p in m.named_parameters():
+        p, old = p.detach(), before[name]
+        if name.startswith("bias"):  # the forget gate is [H:2H]; the other gates keep their values
+            assert (p[4:8] == (2.5 if name.startswith("bias_ih") else 0)).all()
+            assert torch.equal(p[:4], old[:4]) and torch.equal(p[8:], old[8:])
+        else:
+            assert torch.equal(p, old)
+    cell = set_forget_bias(lnn.LSTMCell(3, 4), -1.0)
+    assert (cell.bias_ih.detach()[4:8] == -1).all() and (cell.bias_hh.detach()[4:8] == 0).all()
+    with pytest.raises(TypeError, match="must be an LSTM or LSTMCell"):
+        set_forget_bias(torch.nn.Linear(3, 4), 1.0)
+    with pytest.raises(ValueError, match="no biases"):
+        set_forget_bias(lnn.LSTM(3, 4, bias=False), 1.0)
