@@ -17,6 +17,7 @@ on the GPU through torch (cuBLAS, TF32 off), at n = 4096.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -280,17 +281,29 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    """argparse type: an int >= 1 (a size of 0 times nothing, and torch refuses it)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def add_arguments(p) -> None:
     p.add_argument("--backend", action="append", choices=["numba", "numpy", "cuda"],
                    help="backend(s) to compare with torch (default: numba)")
     p.add_argument("--quick", action="store_true", help="a small grid: batch {1, 16} x hidden {32, 128}")
-    p.add_argument("--batch", type=int, nargs="+", help="batch sizes (default 1 16 64)")
-    p.add_argument("--hidden", type=int, nargs="+",
+    p.add_argument("--batch", type=_positive, nargs="+", help="batch sizes (default 1 16 64)")
+    p.add_argument("--hidden", type=_positive, nargs="+",
                    help="hidden sizes, input size = hidden (default 32 128 512)")
-    p.add_argument("--seq-len", type=int, default=100, help="sequence length T (default 100)")
+    p.add_argument("--seq-len", type=_positive, default=100, help="sequence length T (default 100)")
     p.add_argument("--mode", choices=["forward", "train"], action="append",
                    help="forward (inference) and/or train (forward + backward); default both")
-    p.add_argument("--reps", type=int, default=7, help="timed repetitions per point (median reported)")
+    p.add_argument("--reps", type=_positive, default=7,
+                   help="timed repetitions per point (median reported)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
     p.add_argument("--no-extras", action="store_true",
                    help="skip the memory (T=1000) and compile-time measurements (skipped with --quick too)")

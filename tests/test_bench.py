@@ -40,3 +40,20 @@ def test_training_memory_is_measured_in_a_fresh_process():
     small = training_memory_mb("numba", T=20, B=4, H=16)
     large = training_memory_mb("numba", T=2000, B=16, H=64)
     assert small >= 0 and large > small  # activations for 2000 steps show up in the peak
+
+
+def test_sizes_below_one_are_refused_by_name(capsys):
+    import argparse
+
+    import pytest
+
+    from lstmkit.bench import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args(["--batch", "1", "16", "--seq-len", "5"]).batch == [1, 16]
+    for argv in (["--batch", "0"], ["--hidden", "-4"], ["--seq-len", "x"], ["--reps", "0"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        assert f"argument {argv[0]}: must be a whole number of at least 1, got '{argv[1]}'" in (
+            capsys.readouterr().err)
