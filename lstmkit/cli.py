@@ -131,7 +131,7 @@ def _add_grading_commands(sub) -> None:
                    help="seed of the test inputs (default: $LSTMKIT_SECRET_SEED, else 0)")
     g.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per notebook (120)")
     g.add_argument("--memory-mb", type=int, default=3072, metavar="MB",
-                   help="address-space limit of each learner kernel (3072)")
+                   help="address-space limit of each learner kernel (3072; 0: no limit)")
     g.add_argument("--jobs", type=int, default=None, metavar="N", help="notebooks at once (CPU cores)")
     g.add_argument("--feedback", metavar="DIR",
                    help="per-notebook feedback (default: feedback/ next to --out)")
