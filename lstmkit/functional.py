@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from lstmkit._checks import NonFiniteError
+
 BACKENDS = ("auto", "numpy", "numba", "cuda", "torch")
 _MODULES = {"numpy": "lstmkit.reference", "numba": "lstmkit.kernels.cpu", "cuda": "lstmkit.kernels.cuda"}
 
@@ -102,10 +104,17 @@ class _Layer(torch.autograd.Function):
     def backward(ctx, dy, dh_n, dc_n=None):
         mod, saved = ctx.mod, ctx.saved
         dy, dh_n, dc_n = (_to_array(g) for g in (dy, dh_n, dc_n))
-        if ctx.kind == "lstm":
-            g = mod.lstm_backward(dy, dh_n, dc_n, saved)
-        else:
-            g = mod.rnn_backward(dy, dh_n, saved)
+        try:
+            if ctx.kind == "lstm":
+                g = mod.lstm_backward(dy, dh_n, dc_n, saved)
+            else:
+                g = mod.rnn_backward(dy, dh_n, saved)
+        except NonFiniteError as e:  # said in the terms of loss.backward(), where it surfaces
+            what = {"dy": "output", "dh_n": "final hidden state", "dc_n": "final cell state"}[e.name]
+            raise ValueError(f"the gradient reaching this {ctx.kind.upper()} layer's {what} contains "
+                             "NaN or inf: the loss, or a layer after this one, overflowed (training "
+                             "has probably diverged: try a smaller learning rate, or clip the "
+                             "gradients)") from None
         ctx.saved = None  # free the activations as soon as they are used
         out = [_to_tensor(g.get(k), ctx.device) for k in ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh")]
         return (None, None, *out)

@@ -193,6 +193,17 @@ def test_a_nan_is_reported_under_the_modules_own_name_for_it(make, where, shape,
         m(x)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("kind,which,what", [("lstm", 0, "output"), ("rnn", 1, "final hidden state")])
+def test_a_loss_that_overflowed_is_reported_in_the_terms_of_backward(kind, which, what, backend):
+    m = (lnn.LSTM if kind == "lstm" else lnn.RNN)(5, 6, backend=backend)
+    out = m(torch.randn(4, 2, 5))
+    y = out[0] if which == 0 else out[1]
+    with pytest.raises(ValueError, match=f"^the gradient reaching this {kind.upper()} layer's {what} "
+                                         "contains NaN or inf: .*diverged"):
+        (y.sum() * float("inf")).backward()
+
+
 @pytest.mark.parametrize("call,match", [
     (lambda: lnn.LSTMCell(5, 6)(torch.randn(2, 5), (torch.zeros(2, 6, dtype=torch.float64),) * 2),
      r"h_0 must have the input's dtype and device \(torch.float32, cpu\)"),
