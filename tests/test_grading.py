@@ -223,6 +223,8 @@ def test_check_under_nbgrader_raises_returns_partial_points_or_none(capsys, monk
 def test_check_rejects_unknown_tasks():
     with pytest.raises(ValueError, match="unknown task"):
         check("no_such_task", print)
+    with pytest.raises(ValueError, match=r"'rnn_step_foward' \(did you mean 'rnn_step_forward'\?\)"):
+        check("rnn_step_foward", print)
 
 
 def test_views_escape_learner_text():

@@ -16,6 +16,7 @@ warnings from the learner's code are caught and shown as notes.
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import types
@@ -196,8 +197,9 @@ def check(task_id: str, fn=None, *, seed: int | None = None) -> float | None:
     """
     task = TASKS.get(task_id)
     if task is None:
-        known = ", ".join(sorted(TASKS))
-        raise ValueError(f"unknown task {task_id!r}; the tasks are: {known}")
+        near = difflib.get_close_matches(str(task_id), TASKS, n=1)
+        guess = f" (did you mean {near[0]!r}?)" if near else ""
+        raise ValueError(f"unknown task {task_id!r}{guess}; the tasks are: {', '.join(sorted(TASKS))}")
     namespace = sys._getframe(1).f_globals
     if fn is not None and not callable(fn):
         raise TypeError(f"check({task_id!r}, fn): fn must be your function {task.function}, "
