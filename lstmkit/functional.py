@@ -110,7 +110,8 @@ class _Layer(torch.autograd.Function):
             else:
                 g = mod.rnn_backward(dy, dh_n, saved)
         except NonFiniteError as e:  # said in the terms of loss.backward(), where it surfaces
-            what = {"dy": "output", "dh_n": "final hidden state", "dc_n": "final cell state"}[e.name]
+            what = {"dy": "output", "dh_n": "final hidden state", "dc_n": "final cell state"}
+            what = what.get(e.name, e.name)
             raise ValueError(f"the gradient reaching this {ctx.kind.upper()} layer's {what} contains "
                              "NaN or inf: the loss, or a layer after this one, overflowed (training "
                              "has probably diverged: try a smaller learning rate, or clip the "

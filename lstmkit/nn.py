@@ -65,14 +65,15 @@ def _check_like(name: str, s: torch.Tensor, like: torch.Tensor) -> None:
 _PARAMETER = {"W_ih": "weight_ih", "W_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
 
 
-def _nonfinite(e: NonFiniteError, suffix: str = "", layer: int = 0) -> ValueError:
-    """The backend's NonFiniteError, in the module's names (weight_hh_l0, input, h_0)."""
+def _nonfinite(e: NonFiniteError, suffix: str = "", layer: int = 0, h0: str = "h_0") -> ValueError:
+    """The backend's NonFiniteError, in the module's names (weight_hh_l0, input, h_0; the
+    initial hidden state is called h0 by forward's argument, e.g. hx for an RNNCell)."""
     if e.name in _PARAMETER:
         # Parameters turn NaN when training diverges; torch's LSTM would return NaNs silently.
         return ValueError(f"{_PARAMETER[e.name]}{suffix} contains NaN or inf: training has probably "
                           "diverged (try a smaller learning rate, or clip the gradients with "
                           "torch.nn.utils.clip_grad_norm_ before optimizer.step())")
-    names = {"x": "input" if layer == 0 else f"the input of layer {layer}", "h0": "h_0", "c0": "c_0"}
+    names = {"x": "input" if layer == 0 else f"the input of layer {layer}", "h0": h0, "c0": "c_0"}
     return ValueError(f"{names.get(e.name, e.name)} contains NaN or inf")
 
 
@@ -300,7 +301,7 @@ class RNNCell(_ShowsBackend, nn.RNNCell):
             _, h = functional.rnn_layer(x[None], h0, self.weight_ih, self.weight_hh, self.bias_ih,
                                         self.bias_hh, backend=resolve_backend(self.backend, x))
         except NonFiniteError as e:
-            raise _nonfinite(e) from None
+            raise _nonfinite(e, h0="hx") from None
         return h if input.dim() == 2 else h[0]
 
 

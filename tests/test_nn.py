@@ -183,12 +183,15 @@ def test_an_input_of_another_dtype_than_the_module_is_named_in_the_modules_terms
     (lambda b: lnn.LSTMCell(5, 6, backend=b), "weight_ih", (2, 5), r"^weight_ih contains NaN or inf: "),
     (lambda b: lnn.LSTM(5, 6, backend=b), "input", (4, 2, 5), r"^input contains NaN or inf$"),
     (lambda b: lnn.RNNCell(5, 6, backend=b), "input", (2, 5), r"^input contains NaN or inf$"),
+    (lambda b: lambda x: lnn.RNNCell(5, 6, backend=b)(x, torch.full((2, 6), float("nan"))), "", (2, 5),
+     r"^hx contains NaN or inf$"),
 ])
 def test_a_nan_is_reported_under_the_modules_own_name_for_it(make, where, shape, match, backend):
     """What a learner meets when training diverges: the parameter that turned NaN, and what to do."""
     m, x = make(backend), torch.randn(shape)
     with torch.no_grad():
-        (x if where == "input" else getattr(m, where)).view(-1)[1] = float("nan")
+        if where:  # (otherwise make() put the NaN in a state)
+            (x if where == "input" else getattr(m, where)).view(-1)[1] = float("nan")
     with pytest.raises(ValueError, match=match):
         m(x)
 
