@@ -75,3 +75,15 @@ def test_convlstm_cuda_gates_match_torch_ops(peephole):
     torch.testing.assert_close(ours.c, theirs.c, rtol=1e-4, atol=1e-5)
     for a, b in zip(ours.grads, theirs.grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_nan_weight_is_named_by_the_module_on_the_cuda_backend_too():
+    m = lnn.LSTM(3, 4, num_layers=2, backend="cuda").to(DEVICE)
+    with torch.no_grad():
+        m.weight_hh_l1.view(-1)[2] = float("nan")
+    x = torch.randn(4, 2, 3, device=DEVICE)
+    if DEVICE == "cpu":  # host arrays (the simulator) are checked before they reach a kernel
+        with pytest.raises(ValueError, match="^weight_hh_l1 contains NaN or inf: training has probably"):
+            m(x)
+    else:  # device arrays are not copied back to be checked: the NaN reaches the output, as in torch
+        assert torch.isnan(m(x)[0]).any()
