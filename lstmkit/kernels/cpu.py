@@ -672,14 +672,13 @@ def _lstm_bwd(dy, dh, dc, x, W_ih, W_hh, dA, hs, cs, Wp, width, K, counters, sca
 
 
 @njit(**_JIT)
-def _rnn_fwd(x, hs, W_ihT, W_hhT, bias, scal):
-    """Fills in hs: (T + 1, B, H), with h0 in row 0."""
+def _rnn_fwd(x, hs, W_ihT, W_hhT, bias, pre, rec, scal):
+    """Fills in hs: (T + 1, B, H), with h0 in row 0; pre: (T, B, H) and rec: (B, H) scratch.
+    (Arrays come from the caller: allocating them here added to the compile time.)"""
     T, B, I = x.shape
     H = hs.shape[2]
-    pre = np.empty((T, B, H), dtype=x.dtype)
     _gemm(T * B, H, I, x.reshape(T * B * I), I, False, W_ihT.reshape(I * H), H, False,
           pre.reshape(T * B * H), H, 0, scal)
-    rec = np.empty((B, H), dtype=x.dtype)
     for t in range(T):
         _gemm(B, H, H, hs[t].reshape(B * H), H, False, W_hhT.reshape(H * H), H, False,
               rec.reshape(B * H), H, 0, scal)
@@ -690,12 +689,12 @@ def _rnn_fwd(x, hs, W_ihT, W_hhT, bias, scal):
 
 
 @njit(**_JIT)
-def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs, scal):
+def _rnn_bwd(dy, dh, x, W_ih, W_hh, hs, dA, dx, dW_ih, dW_hh, db, scal):
+    """dh: dh_n on entry, dh_0 on return; dA: (T, B, H) scratch; fills in dx, dW_ih, dW_hh and
+    db (zeros on entry). (Arrays come from the caller, as in _rnn_fwd.)"""
     T, B, I = x.shape
     H = hs.shape[2]
     one = x.dtype.type(1)
-    dA = np.empty((T, B, H), dtype=x.dtype)
-    dh = dh_n.copy()
     for t in range(T - 1, -1, -1):
         for b in range(B):
             d, h, dh_b, dy_b = dA[t, b], hs[t + 1, b], dh[b], dy[t, b]
@@ -705,13 +704,10 @@ def _rnn_bwd(dy, dh_n, x, W_ih, W_hh, hs, scal):
               dh.reshape(B * H), H, 0, scal)
     # After the loop, one product per weight over all steps; dA as one (T*B, H) matrix.
     dA2 = dA.reshape(T * B * H)
-    dx, dW_ih, dW_hh = np.empty_like(x), np.empty_like(W_ih), np.empty_like(W_hh)
     _gemm(T * B, I, H, dA2, H, False, W_ih.reshape(H * I), I, False, dx.reshape(T * B * I), I, 0, scal)
     _gemm(H, I, T * B, dA2, H, True, x.reshape(T * B * I), I, False, dW_ih.reshape(H * I), I, 0, scal)
     _gemm(H, H, T * B, dA2, H, True, hs.reshape((T + 1) * B * H), H, False, dW_hh.reshape(H * H), H, 0, scal)
-    db = np.zeros(H, dtype=x.dtype)
     _column_sums(dA2, T * B, H, 0, H, db)
-    return dx, dh, dW_ih, dW_hh, db
 
 
 # ------------------------------------------------------------------ public functions
@@ -1064,7 +1060,8 @@ def rnn_forward(x, h0, W_ih, W_hh, b_ih=None, b_hh=None):
         with _blas_threads(B, H, 1):
             hs = np.empty((T + 1, B, H), dtype=x.dtype)
             hs[0] = h0
-            _rnn_fwd(x, hs, *_transposed(W_ih, W_hh), bias, _SCALARS[x.dtype])
+            _rnn_fwd(x, hs, *_transposed(W_ih, W_hh), bias, np.empty((T, B, H), x.dtype),
+                     np.empty((B, H), x.dtype), _SCALARS[x.dtype])
     saved = {"x": x, "W_ih": W_ih, "W_hh": W_hh, "hs": hs, "bias": b_ih is not None}
     return hs[1:].copy(), hs[T].copy(), saved
 
@@ -1084,9 +1081,12 @@ def rnn_backward(dy, dh_n, saved):
         dW_ih, dW_hh = np.zeros_like(saved["W_ih"]), np.zeros_like(saved["W_hh"])
         db = np.zeros(H, dtype=x.dtype)
     else:
+        W_ih, W_hh = saved["W_ih"], saved["W_hh"]
+        dh0, dx, dW_ih, dW_hh = dh_n.copy(), np.empty_like(x), np.empty_like(W_ih), np.empty_like(W_hh)
+        db = np.zeros(H, dtype=x.dtype)
         with _blas_threads(B, H, 1):
-            dx, dh0, dW_ih, dW_hh, db = _rnn_bwd(dy, dh_n, x, saved["W_ih"], saved["W_hh"], hs,
-                                                 _SCALARS[x.dtype])
+            _rnn_bwd(dy, dh0, x, W_ih, W_hh, hs, np.empty((T, B, H), x.dtype), dx, dW_ih, dW_hh, db,
+                     _SCALARS[x.dtype])
     grads = {"x": dx, "h0": dh0, "W_ih": dW_ih, "W_hh": dW_hh}
     if saved["bias"]:
         grads["b_ih"], grads["b_hh"] = db, db.copy()
