@@ -113,15 +113,18 @@ def metric_vs_lag(lags: Sequence[int], results: Mapping[str, Sequence[float]], *
     return _finish(fig)
 
 
-def loss_curves(histories: Mapping[str, Sequence[float]], *, baseline: float | None = None,
+def loss_curves(histories: Mapping[str, Sequence[float]] | Sequence[float], *, baseline: float | None = None,
                 baseline_label: str = "baseline", logy: bool = False, smooth: int = 1,
                 xlabel: str = "training step", ylabel: str = "loss",
                 title: str = "Training loss", ax: Axes | None = None) -> Figure:
     """Loss (or any metric) per training step, one line per run.
 
+    histories: run label -> values (a plain sequence of values is one run, labelled by ylabel).
     smooth: average over a trailing window of this many steps (1 = raw). Non-finite values
     (a run that diverged) end the line there.
     """
+    if not isinstance(histories, Mapping):
+        histories = {ylabel: histories}
     fig, ax = _axes(ax)
     for label, values in histories.items():
         v = np.asarray(values, dtype=np.float64)
@@ -241,8 +244,13 @@ def lstm_trace(trace: Mapping[str, np.ndarray], *, title: str = "One LSTM unit o
 
 def show_frames(frames: np.ndarray, *, n: int | None = None,
                 title: str = "A short video: one frame per time step") -> Figure:
-    """The frames of a (T, H, W) clip side by side, each labelled with its time step."""
+    """The frames of a (T, H, W) clip side by side, each labelled with its time step (a
+    (T, 1, H, W) clip, one channel as a ConvLSTM takes it, is shown the same)."""
     frames = np.asarray(frames)
+    if frames.ndim == 4 and frames.shape[1] == 1:
+        frames = frames[:, 0]
+    if frames.ndim != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be a clip of shape (T, H, W) with T >= 1, got shape {frames.shape}")
     T = len(frames)
     n = min(n or T, T)
     idx = np.linspace(0, T - 1, n).round().astype(int)
@@ -344,6 +352,8 @@ def frame_grid(rows: Mapping[str, np.ndarray], *, title: str = "Predicted and tr
     time step, e.g. ``{"true": ..., "predicted": ..., "copy last frame": ...}``. Columns are
     labelled ``t = first_step, first_step + 1, ...``; all rows share the grey scale 0 .. vmax."""
     labels = list(rows)
+    if not labels:
+        raise ValueError("rows must hold at least one row: label -> (T, H, W) frames")
     arrays = [np.asarray(rows[k]) for k in labels]
     T = len(arrays[0])
     if any(len(a) != T for a in arrays):
@@ -491,6 +501,9 @@ def captioned_images(images: np.ndarray, captions: Sequence[str], *, truths: Seq
     if images.ndim == 4 and images.shape[1] == 3:
         images = images.transpose(0, 2, 3, 1)
     n = len(images)
+    for name, texts in (("captions", captions), ("truths", truths)):
+        if texts is not None and len(texts) != n:
+            raise ValueError(f"{name} must hold one caption per image: {n} images, {len(texts)} {name}")
     nrows = -(-n // ncols)
     # a lower dpi than the other figures: photos-like images make large PNGs
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols, 1.55 * nrows), dpi=64, squeeze=False)

@@ -235,3 +235,5 @@ def test_frame_grid():
     assert w <= 9 and h <= 4 and fig.dpi <= 100
     with pytest.raises(ValueError, match="same number"):
         viz.frame_grid({"a": frames, "b": frames[:3]})
+    with pytest.raises(ValueError, match="at least one row"):
+        viz.frame_grid({})

@@ -349,3 +349,7 @@ def test_piano_roll_and_captioned_images():
     assert len(shown) == 5 and fig._suptitle.get_text()
     colours = [ax.xaxis.label.get_color() for ax in shown]
     assert colours[:4] == ["black"] * 4 and colours[4] == ("red" if said[4] != text[4] else "black")
+    with pytest.raises(ValueError, match="captions must hold one caption per image: 5 images, 4"):
+        viz.captioned_images(images, said[:4])
+    with pytest.raises(ValueError, match="truths must hold one caption per image"):
+        viz.captioned_images(images, said, truths=text[:2])

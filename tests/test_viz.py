@@ -68,6 +68,9 @@ def test_loss_curves_smoothing_and_divergence():
     assert_labelled(ax)
     assert ax.get_yscale() == "log"
     assert len(ax.lines[0].get_xdata()) == len(losses) - 9
+    one = viz.loss_curves([3.0, 2.0, 1.0], ylabel="MSE").axes[0]  # one run, no dict needed
+    assert [t.get_text() for t in one.get_legend().get_texts()] == ["MSE"]
+    np.testing.assert_array_equal(one.lines[0].get_ydata(), [3, 2, 1])
 
 
 def test_gate_heatmaps():
@@ -109,6 +112,11 @@ def test_show_frames():
     assert fig._suptitle is not None and fig._suptitle.get_text()
     assert [ax.get_xlabel() for ax in fig.axes] == [f"t = {t}" for t in (0, 2, 4, 7, 9, 11)]
     assert fig.axes[0].get_ylabel()
+    one_channel = viz.show_frames(frames[:, None], n=6)  # (T, 1, H, W), as a ConvLSTM takes it
+    np.testing.assert_array_equal(one_channel.axes[2].images[0].get_array(), frames[4])
+    for bad in (frames[0], frames[:0]):
+        with pytest.raises(ValueError, match=r"frames must be a clip of shape \(T, H, W\)"):
+            viz.show_frames(bad)
 
 
 def test_time_series_forecast_and_bar_chart():
