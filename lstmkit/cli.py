@@ -38,6 +38,10 @@ def doctor(out=None) -> int:
     """
     out = out or sys.stdout
     say = lambda s: print(s, file=out)
+    # On a terminal, a line that says what a long check is doing, which its result overwrites
+    # (the first compile of the kernels takes ~15 s, and the screen would otherwise sit still).
+    tty = getattr(out, "isatty", lambda: False)()
+    meanwhile = (lambda s: print(s, end="\r", file=out, flush=True)) if tty else (lambda s: None)
     failures = 0
     say(f"lstmkit doctor: Python {platform.python_version()} on {platform.system()} {platform.machine()}")
 
@@ -52,7 +56,7 @@ def doctor(out=None) -> int:
                                    f"fix: pip install '{dist}' (or re-run `make lab`)"))
 
     failures += _check_widget_frontend(say)
-    failures += _check_kernel(say)
+    failures += _check_kernel(say, meanwhile)
     _check_cuda(say)
 
     say("")
@@ -73,8 +77,9 @@ def _check_widget_frontend(say) -> int:
         return 1
 
 
-def _check_kernel(say) -> int:
+def _check_kernel(say, meanwhile=lambda s: None) -> int:
     """Compile (or load from the cache) and run the float32 LSTM kernel once, timed."""
+    meanwhile(f"  [....] {'numba kernel':<22} compiling (or loading from the cache) ...")
     try:
         import numpy as np
 
@@ -96,6 +101,7 @@ def _check_kernel(say) -> int:
         ok = err < 1e-5
         say(_line(ok, "numba kernel", f"first call {first:.2f} s (compile or cache load), then "
                                       f"{again * 1e3:.2f} ms; max error vs reference {err:.1e}"))
+        meanwhile(f"  [....] {'all CPU kernels':<22} compiling (once per environment, ~15 s) ...")
         start = time.perf_counter()
         cpu.compile_all()  # so that no lesson waits for the compiler
         say(_line(True, "all CPU kernels", f"ready in {time.perf_counter() - start:.1f} s (compiled once "

@@ -98,6 +98,22 @@ def test_doctor_reports_and_exits_zero_here():
         assert re.search(rf"\[(ok  |note)\] {re.escape(word)}\b", text), f"no line for {word}:\n{text}"
 
 
+def test_doctor_on_a_terminal_says_what_it_compiles_and_overwrites_that_with_the_result():
+    from lstmkit.cli import doctor
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    out, plain = Terminal(), io.StringIO()
+    assert doctor(out) == 0 and doctor(plain) == 0
+    text = out.getvalue()
+    for what in ("numba kernel", "all CPU kernels"):
+        # the pause's reason, ended by a carriage return, and the result on the same line
+        assert re.search(rf"\[\.\.\.\.\] {what} +compiling [^\n]*\.\.\.\r  \[ok  \] {what} ", text), text
+    assert "\r" not in plain.getvalue() and "[....]" not in plain.getvalue()  # a file gets results only
+
+
 def test_doctor_fails_with_a_fix_when_something_is_missing(monkeypatch):
     from lstmkit import cli
 
