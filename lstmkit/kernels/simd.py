@@ -6,9 +6,11 @@ At batch 1 each LSTM step is a matrix-vector product, y += h @ W (W: H x 4H), an
 how fast the core reads W. Written in Numba, the loop over the outputs j (inner) and inputs k
 (outer) loads and stores y[j] again for every k: LLVM's loop vectoriser cannot keep y in
 registers across k, and its SLP vectoriser, which could, is off in Numba
-(``NUMBA_SLP_VECTORIZE``). Measured here, one core, W^T of 128 x 256 float32 (128 KiB) in its
-cache: 1.1-1.3 us per product for the best Numba loops and for BLAS sgemv, 0.59-0.62 us for
-``add_tile``, 0.63-0.65 us to merely read W.
+(``NUMBA_SLP_VECTORIZE``). Measured on one core of a 2-core AMD EPYC, W^T of 128 x 256 float32
+(128 KiB) in its cache: 1.1-1.3 us per product for the best Numba loops and for BLAS sgemv,
+0.59-0.62 us for ``add_tile``, 0.63-0.65 us to merely read W. On a 2-core Intel Xeon, whose
+cores read their caches more slowly: 1.3 us for ``add_tile`` and for sgemv alike, 0.8 us to
+read W (two tiles per pass, or llvm.fma instead of a multiply and an add, took 1.16-1.34 us).
 
 Both intrinsics emit LLVM IR on 64-byte vectors (``<16 x float>`` or
 ``<8 x double>``), which LLVM splits into what the CPU has: 1 AVX-512, 2 AVX or 4 SSE/NEON
