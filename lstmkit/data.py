@@ -912,6 +912,9 @@ def _shape_mask(shape: str, size: int, r: int, c: int, s: int) -> np.ndarray:
     return (yy >= r) & (yy < r + s) & (np.abs(xx - cx) <= half)
 
 
+_SCENE_OBJECT_PIXELS = (10, 13)  # the sides of a scene's shapes, smallest and largest
+
+
 def captioned_scenes(n: int, *, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Small images of two coloured shapes, each with a caption such as "a red circle left of
     a blue square".
@@ -931,8 +934,9 @@ def captioned_scenes(n: int, *, size: int = 32, seed: int = 0) -> tuple[np.ndarr
     1,000 combinations; guessing the most common word at each slot gets every choice right
     with probability under 1/500.
     """
-    if size < 2 * 13 + 1:  # two shapes of up to 13 pixels, a pixel apart, must fit side by side
-        raise ValueError(f"size must be at least 27 pixels, got {size}")
+    small, large = _SCENE_OBJECT_PIXELS
+    if size < 2 * large + 1:  # two of the largest shapes, a pixel apart, must fit side by side
+        raise ValueError(f"size must be at least {2 * large + 1} pixels, got {size}")
     rng = _rng(seed)
     vocab = {w: i for i, w in enumerate(caption_vocabulary())}
     colors = list(SCENE_COLORS)
@@ -940,8 +944,8 @@ def captioned_scenes(n: int, *, size: int = 32, seed: int = 0) -> tuple[np.ndarr
     captions = np.zeros((n, CAPTION_LEN), dtype=np.int64)
     for k in range(n):
         while True:
-            objs = [(colors[rng.integers(4)], SCENE_SHAPES[rng.integers(3)], int(rng.integers(10, 14)))
-                    for _ in range(2)]
+            objs = [(colors[rng.integers(4)], SCENE_SHAPES[rng.integers(3)],
+                     int(rng.integers(small, large + 1))) for _ in range(2)]
             if objs[0][:2] == objs[1][:2]:
                 continue
             pos = [(int(rng.integers(0, size - s + 1)), int(rng.integers(0, size - s + 1))) for *_, s in objs]

@@ -22,6 +22,10 @@ from torch.autograd.function import once_differentiable
 from lstmkit._checks import NonFiniteError
 
 BACKENDS = ("auto", "numpy", "numba", "cuda", "torch")
+# What a NaN that training produced calls for (said by lstmkit.nn, and by backward here).
+DIVERGED = ("training has probably diverged (try a smaller learning rate, or clip the gradients "
+            "with torch.nn.utils.clip_grad_norm_ before optimizer.step())")
+_GRADIENT_OF = {"dy": "output", "dh_n": "final hidden state", "dc_n": "final cell state"}
 _MODULES = {"numpy": "lstmkit.reference", "numba": "lstmkit.kernels.cpu", "cuda": "lstmkit.kernels.cuda"}
 
 
@@ -110,12 +114,9 @@ class _Layer(torch.autograd.Function):
             else:
                 g = mod.rnn_backward(dy, dh_n, saved)
         except NonFiniteError as e:  # said in the terms of loss.backward(), where it surfaces
-            what = {"dy": "output", "dh_n": "final hidden state", "dc_n": "final cell state"}
-            what = what.get(e.name, e.name)
-            raise ValueError(f"the gradient reaching this {ctx.kind.upper()} layer's {what} contains "
-                             "NaN or inf: the loss, or a layer after this one, overflowed (training "
-                             "has probably diverged: try a smaller learning rate, or clip the "
-                             "gradients)") from None
+            raise ValueError(f"the gradient reaching this {ctx.kind.upper()} layer's "
+                             f"{_GRADIENT_OF.get(e.name, e.name)} contains NaN or inf: the loss, or "
+                             f"a layer after this one, overflowed; {DIVERGED}") from None
         ctx.saved = None  # free the activations as soon as they are used
         out = [_to_tensor(g.get(k), ctx.device) for k in ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh")]
         return (None, None, *out)

@@ -70,9 +70,7 @@ def _nonfinite(e: NonFiniteError, suffix: str = "", layer: int = 0, h0: str = "h
     initial hidden state is called h0 by forward's argument, e.g. hx for an RNNCell)."""
     if e.name in _PARAMETER:
         # Parameters turn NaN when training diverges; torch's LSTM would return NaNs silently.
-        return ValueError(f"{_PARAMETER[e.name]}{suffix} contains NaN or inf: training has probably "
-                          "diverged (try a smaller learning rate, or clip the gradients with "
-                          "torch.nn.utils.clip_grad_norm_ before optimizer.step())")
+        return ValueError(f"{_PARAMETER[e.name]}{suffix} contains NaN or inf: {functional.DIVERGED}")
     names = {"x": "input" if layer == 0 else f"the input of layer {layer}", "h0": h0, "c0": "c_0"}
     return ValueError(f"{names.get(e.name, e.name)} contains NaN or inf")
 
