@@ -526,3 +526,61 @@ def test_backward_uses_up_saved_and_says_so_when_called_again():
     K.lstm_backward(None, None, None, saved)
     with pytest.raises(RuntimeError, match="used up by an earlier lstm_backward"):
         K.lstm_backward(None, None, None, saved)
+
+
+# Run in a fresh Python: which kernels (Numba dispatchers of lstmkit.kernels.cpu) a piece of
+# compile_all ({run}) compiled or loaded, and which of them it had to compile (cache misses).
+_DISPATCHERS = """
+import json, sys
+import numpy as np
+from numba.core.registry import CPUDispatcher
+from lstmkit.kernels import cpu
+for dt in cpu._DTYPES:  # what compile_all does before it starts its second process
+    cpu._check_finite("a", np.ones(1, dt))
+before = {n for n, d in vars(cpu).items() if isinstance(d, CPUDispatcher) and d.signatures}
+{run}
+print(json.dumps({n: bool(d.stats.cache_misses) for n, d in vars(cpu).items()
+                  if isinstance(d, CPUDispatcher) and d.signatures and n not in before}))
+"""
+
+
+def _dispatchers(run: str, env: dict | None = None) -> dict[str, bool]:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _DISPATCHERS.replace("{run}", run)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_the_two_halves_of_compile_all_share_no_kernel():
+    """compile_all's second process compiles kernels while this one compiles others. Two
+    processes adding to one function's cache index at once would lose (or swap) entries, so
+    no kernel may be in both halves."""
+    second = _dispatchers("cpu._compile_second_half()")
+    first = _dispatchers("for dt in cpu._DTYPES: x, h, W, U = cpu._tiny_arrays(dt, 1); "
+                         "cpu.lstm_forward(x, h, h, W, U)")
+    assert {"_lstm_fwd", "_lstm_fwd_one_thread"} <= set(first)
+    assert {"_lstm_bwd", "_lstm_bwd_one_thread", "_pack", "_rnn_fwd", "_rnn_bwd"} <= set(second)
+    assert not set(first) & set(second)
+
+
+def test_compile_all_leaves_every_kernel_in_the_cache(tmp_path):
+    """With an empty cache, compile_all compiles every kernel (with a second core, half of them
+    in a second process) into it; a new process then loads them all, compiling nothing, and has
+    every kernel that lstm/rnn forward and backward use at batch 1 and above."""
+    import os
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    cold = _dispatchers("cpu.compile_all()", env)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if cores > 1:  # the second half came from the second process's cache entries
+        assert not cold["_lstm_bwd"] and not cold["_rnn_bwd"] and cold["_lstm_fwd"], cold
+    warm = _dispatchers("cpu.compile_all(); "
+                        "[cpu.lstm_backward(None, None, None, cpu.lstm_forward(x, h, h, W, U)[-1]) "
+                        "for dt in cpu._DTYPES for x, h, W, U in [cpu._tiny_arrays(dt, 16)]]", env)
+    # (a kernel loaded from the cache brings the kernels it calls with it: fewer names)
+    assert {"_lstm_fwd", "_lstm_bwd", "_pack", "_rnn_fwd"} <= set(warm) <= set(cold), (warm, cold)
+    assert not any(warm.values()), warm

@@ -47,6 +47,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
+import subprocess
 import sys
 import threading
 from types import FunctionType
@@ -71,7 +73,8 @@ _JIT = dict(cache=True, fastmath=True, error_model="numpy", nogil=True)
 # batch row are not reference-counted: measured, the forward gate loop at B=64, H=32 took
 # 1.27 ms instead of 1.69 ms over T=100 steps. (The caller holds every array.)
 _JIT_GATES = dict(_JIT, fastmath={"nnan", "ninf", "nsz", "arcp", "afn", "reassoc"}, _nrt=False)
-# Compile time (every kernel, cold: ~14 s here, 21 s before these four rules):
+# Compile time (every kernel, cold, in one process: 14-17 s here, 21 s before these four rules;
+# compile_all shares it between two processes):
 # * helpers called from kernels (the BLAS wrappers) are register_jitable, not @njit: a
 #   dispatcher compiles one copy per combination of *constant* arguments it is called with
 #   (gemm(..., False, ..., 0, ...) and gemm(..., True, ..., 1, ...) are two), an overload
@@ -1097,9 +1100,77 @@ def rnn_backward(dy, dh_n, saved):
 
 def compile_all() -> None:
     """Compile every kernel of this module (LSTM and RNN, forward and backward, float32 with
-    its threaded paths and float64), or load it from Numba's on-disk cache:
-    seconds once per environment, so that no lesson waits for a compiler later."""
-    for dt in (np.float32, np.float64):
-        x, h, W, U = (np.ones(s, dt) for s in [(2, 1, 3), (1, 4), (16, 3), (16, 4)])
-        lstm_backward(None, None, None, lstm_forward(x, h, h, W, U)[-1])
-        rnn_backward(None, None, rnn_forward(x, h, W[:4], U[:4])[-1])
+    its threaded paths and float64, batch 1 and larger), or load it from Numba's on-disk
+    cache: seconds once per environment, so that no lesson waits for a compiler later.
+
+    With an empty cache and a second core, a second Python process compiles half of the
+    kernels into the cache (``_compile_second_half``) while this one compiles the LSTM's
+    forward kernels; this one then loads that half from the cache. Measured here (2 cores):
+    11 s instead of 18 s. Should that process fail, this one compiles the rest itself."""
+    for dt in _DTYPES:  # first: both halves call it, and its cache tells whether this is cold
+        _check_finite("a", np.ones(1, dt))
+    helper = _start_second_half() if _second_half_uncompiled() else None
+    try:
+        for dt in _DTYPES:
+            x, h, W, U = _tiny_arrays(dt, 1)
+            lstm_forward(x, h, h, W, U)
+    finally:
+        if helper is not None:
+            try:
+                helper.wait(timeout=600)
+            finally:
+                helper.kill()  # (no-op once it has exited)
+    for dt in _DTYPES:  # everything, from memory or from the cache
+        for B in (1, 2):
+            x, h, W, U = _tiny_arrays(dt, B)
+            lstm_backward(None, None, None, lstm_forward(x, h, h, W, U)[-1])
+            rnn_backward(None, None, rnn_forward(x, h, W[:4], U[:4])[-1])
+
+
+_DTYPES = (np.float32, np.float64)
+
+
+def _tiny_arrays(dtype, B: int) -> tuple:
+    """x: (2, B, 3), h: (B, 4), W: (16, 3), U: (16, 4): an LSTM with H = 4 (or, with W[:4] and
+    U[:4], an RNN), enough to compile every kernel; B = 2 also runs the packing of W_hh."""
+    return tuple(np.ones(s, dtype) for s in [(2, B, 3), (B, 4), (16, 3), (16, 4)])
+
+
+def _compile_second_half() -> None:
+    """Compile what ``compile_all`` leaves to its second process: the LSTM's backward kernels
+    and W_hh's packing, and the RNN's kernels. Not one function that the first process
+    compiles meanwhile (the LSTM's forward kernels): Numba keeps the compiled versions of a
+    function in one index file, which two processes adding to it at once would corrupt."""
+    for dt in _DTYPES:
+        for B in (1, 2):
+            x, h, W, U = _tiny_arrays(dt, B)
+            T, H = x.shape[0], h.shape[1]
+            # what lstm_forward saves, made up: running it here would compile its kernels
+            saved = {"x": x, "W_ih": W, "W_hh": U, "gates": np.zeros((T, B, 4 * H), dt),
+                     "hs": np.zeros((T + 1, B, H), dt), "cs": np.zeros((T + 1, B, H), dt),
+                     "bias": False}
+            lstm_backward(None, None, None, saved)
+            rnn_backward(None, None, rnn_forward(x, h, W[:4], U[:4])[-1])
+
+
+def _second_half_uncompiled() -> bool:
+    """Whether a second process would help: the backward kernels are not in memory yet, the
+    cache did not have the finiteness check (which compile_all has just asked it for: the
+    kernels of one file enter and leave the cache together), and there is a second core."""
+    stats = getattr(_first_nonfinite, "stats", None)  # (no stats with NUMBA_DISABLE_JIT)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (stats is not None and bool(stats.cache_misses) and not _lstm_bwd.signatures
+            and (cores or 1) > 1 and bool(sys.executable))
+
+
+def _start_second_half() -> subprocess.Popen | None:
+    """A Python process running ``_compile_second_half`` on this very copy of lstmkit (the
+    Numba cache belongs to the source file), or None where none can start."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            "from lstmkit.kernels import cpu; cpu._compile_second_half()")
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
