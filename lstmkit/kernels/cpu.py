@@ -1111,9 +1111,7 @@ def compile_all() -> None:
         _check_finite("a", np.ones(1, dt))
     helper = _start_second_half() if _second_half_uncompiled() else None
     try:
-        for dt in _DTYPES:
-            x, h, W, U = _tiny_arrays(dt, 1)
-            lstm_forward(x, h, h, W, U)
+        _compile_first_half()
         if helper is not None:
             helper.wait(timeout=600)
     except subprocess.TimeoutExpired:
@@ -1135,6 +1133,13 @@ def _tiny_arrays(dtype, B: int) -> tuple:
     """x: (2, B, 3), h: (B, 4), W: (16, 3), U: (16, 4): an LSTM with H = 4 (or, with W[:4] and
     U[:4], an RNN), enough to compile every kernel; B = 2 also runs the packing of W_hh."""
     return tuple(np.ones(s, dtype) for s in [(2, B, 3), (B, 4), (16, 3), (16, 4)])
+
+
+def _compile_first_half() -> None:
+    """The LSTM's forward kernels (see ``_compile_second_half``)."""
+    for dt in _DTYPES:
+        x, h, W, U = _tiny_arrays(dt, 1)
+        lstm_forward(x, h, h, W, U)
 
 
 def _compile_second_half() -> None:
