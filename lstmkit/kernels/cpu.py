@@ -1107,8 +1107,7 @@ def compile_all() -> None:
     kernels into the cache (``_compile_second_half``) while this one compiles the LSTM's
     forward kernels; this one then loads that half from the cache. Measured here (2 cores):
     10-11 s instead of 17 s. Should that process fail, this one compiles the rest itself."""
-    for dt in _DTYPES:  # first: both halves call it, and its cache tells whether this is cold
-        _check_finite("a", np.ones(1, dt))
+    _compile_finiteness_check()
     helper = _start_second_half() if _second_half_uncompiled() else None
     try:
         _compile_first_half()
@@ -1119,11 +1118,7 @@ def compile_all() -> None:
     finally:
         if helper is not None:
             helper.kill()  # after an error or an interrupt here; a no-op once it has exited
-    for dt in _DTYPES:  # everything, from memory or from the cache
-        for B in (1, 2):
-            x, h, W, U = _tiny_arrays(dt, B)
-            lstm_backward(None, None, None, lstm_forward(x, h, h, W, U)[-1])
-            rnn_backward(None, None, rnn_forward(x, h, W[:4], U[:4])[-1])
+    _compile_second_half()  # here: from the cache the second process left, or compiled
 
 
 _DTYPES = (np.float32, np.float64)
@@ -1135,6 +1130,13 @@ def _tiny_arrays(dtype, B: int) -> tuple:
     return tuple(np.ones(s, dtype) for s in [(2, B, 3), (B, 4), (16, 3), (16, 4)])
 
 
+def _compile_finiteness_check() -> None:
+    """The one kernel that both halves call: compiled before they start, and its cache tells
+    whether the cache is cold (see ``_second_half_uncompiled``)."""
+    for dt in _DTYPES:
+        _check_finite("a", np.ones(1, dt))
+
+
 def _compile_first_half() -> None:
     """The LSTM's forward kernels (see ``_compile_second_half``)."""
     for dt in _DTYPES:
@@ -1144,9 +1146,10 @@ def _compile_first_half() -> None:
 
 def _compile_second_half() -> None:
     """Compile what ``compile_all`` leaves to its second process: the LSTM's backward kernels
-    and W_hh's packing, and the RNN's kernels. Not one function that the first process
-    compiles meanwhile (the LSTM's forward kernels): Numba keeps the compiled versions of a
-    function in one index file, which two processes adding to it at once would corrupt."""
+    and W_hh's packing (which its forward pass at batch > 1 calls too), and the RNN's kernels.
+    Not one function that the first process compiles meanwhile (the LSTM's forward kernels):
+    Numba keeps the compiled versions of a function in one index file, which two processes
+    adding to it at once would corrupt. compile_all then runs it itself, from the cache."""
     for dt in _DTYPES:
         for B in (1, 2):
             x, h, W, U = _tiny_arrays(dt, B)
@@ -1164,9 +1167,14 @@ def _second_half_uncompiled() -> bool:
     cache did not have the finiteness check (which compile_all has just asked it for: the
     kernels of one file enter and leave the cache together), and there is a second core."""
     stats = getattr(_first_nonfinite, "stats", None)  # (no stats with NUMBA_DISABLE_JIT)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (stats is not None and bool(stats.cache_misses) and not _lstm_bwd.signatures
-            and (cores or 1) > 1 and bool(sys.executable))
+            and _usable_cores() > 1 and bool(sys.executable))
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return cores or 1
 
 
 def _start_second_half() -> subprocess.Popen | None:
