@@ -109,6 +109,42 @@ def test_finite_check_finds_nan_and_inf_anywhere_and_nothing_else(dtype):
     K._check_finite("dy dh_n", np.ones((2, 3), dtype), None)  # fewer arrays, and None
 
 
+# The forward pass's paths, (T, B, I, H), with every threshold for threads at 0: on two threads,
+# batch 1 on tiles with the input projection split by columns, then by rows; blocks of units
+# shared by the threads; batch rows split between them; and small problems on one thread.
+FORWARD_PATHS = {"tiles-columns": (9, 1, 128, 128), "tiles-rows": (64, 1, 128, 128),
+                 "blocks": (3, 3, 5, 32), "batch-split": (3, 8, 5, 16), "one-thread": (4, 2, 3, 5)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", FORWARD_PATHS)
+def test_forward_names_the_argument_that_holds_nan_or_inf(monkeypatch, path, dtype):
+    """lstm_forward's threads test the arguments as they first read them, each its share: a
+    NaN or inf anywhere in any argument is found, and named, on every path; a sum b_ih + b_hh
+    that overflows is not the arguments' fault, and a later call runs as usual."""
+    T, B, I, H = FORWARD_PATHS[path]
+    if path != "one-thread":
+        for name in ("PARALLEL_FROM", "PARALLEL_FROM_BATCH1", "PARALLEL_PRODUCT_FROM"):
+            monkeypatch.setattr(K, name, 0)
+    threads, width, batch_split = K._plan(B, H, np.dtype(dtype).itemsize, dtype == np.float32)
+    assert batch_split == (path == "batch-split" and dtype == np.float32 and threads > 1)
+    assert K._tiled(T, B, H, width, dtype) == (path.startswith("tiles") and dtype == np.float32)
+    a = layer_args("lstm", T, B, I, H, dtype=dtype, seed=len(path))
+    expected = K.lstm_forward(**a)[0]
+    for name in ("x", "h0", "c0", "W_ih", "W_hh", "b_ih", "b_hh"):
+        for pos in (0, a[name].size // 2, a[name].size - 1):
+            for value in (np.nan, np.inf, -np.inf):
+                bad = dict(a, **{name: a[name].copy()})
+                bad[name].reshape(-1)[pos] = value
+                with pytest.raises(ValueError, match=f"^{name} contains NaN or inf"):
+                    K.lstm_forward(**bad)
+    big = np.finfo(dtype).max
+    over = dict(a, b_ih=np.full_like(a["b_ih"], big), b_hh=np.full_like(a["b_hh"], big))
+    with np.errstate(over="ignore"):  # (numpy's warning, as it sums them)
+        assert np.isfinite(K.lstm_forward(**over)[0]).all()  # every gate saturated, no error
+    np.testing.assert_array_equal(K.lstm_forward(**a)[0], expected)
+
+
 # The gate loops' compile options, for helpers called here as the kernels call them (a
 # function takes its caller's fast-math flags unless it sets its own; no cache for lambdas).
 _KERNEL_FLAGS = {**K._JIT_GATES, "cache": False}
