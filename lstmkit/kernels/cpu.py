@@ -304,8 +304,8 @@ def _gemm_part(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
     Each BLAS call first copies (packs) the part of op(B) that it reads: split by rows, every
     part copies all of it, which a few rows do not repay. One row of A (not transposed) is a
     matrix-vector product, which copies nothing (see COLUMNS_PER_ROW for measurements)."""
-    r0, r1, c0, c1 = _part_bounds(part, parts, M, N)
-    if COLUMNS_PER_ROW * M < N:
+    r0, r1, c0, c1, by_columns = _part_bounds(part, parts, M, N)
+    if by_columns:
         b_part = b[c0 * ldb:] if tb else b[c0:]  # columns c0 .. of op(B)
         if c1 > c0 and M == 1 and not ta:  # c[c0:c1] = op(B)[:, c0:c1]^T a
             _gemv(c1 - c0, K, b_part, ldb, not tb, a, c[c0:], 0, scal)
@@ -319,13 +319,14 @@ def _gemm_part(part, parts, M, N, K, a, lda, ta, b, ldb, tb, c, ldc, scal):
 
 @register_jitable(**_JIT)
 def _part_bounds(part, parts, M, N):
-    """(r0, r1, c0, c1): C[r0:r1, c0:c1] is the block of an (M, N) product that part `part`
-    of `parts` writes (see ``_gemm_part``)."""
+    """(r0, r1, c0, c1, by_columns): C[r0:r1, c0:c1] is the block of an (M, N) product that
+    part `part` of `parts` writes, and whether the parts split C by columns (see
+    ``_gemm_part``)."""
     if COLUMNS_PER_ROW * M < N:
         c0 = N * part // parts // LINE_UNITS * LINE_UNITS
         c1 = N if part == parts - 1 else N * (part + 1) // parts // LINE_UNITS * LINE_UNITS
-        return 0, M, c0, c1
-    return M * part // parts, M * (part + 1) // parts, 0, N
+        return 0, M, c0, c1, True
+    return M * part // parts, M * (part + 1) // parts, 0, N, False
 
 
 # Hidden units per 64-byte cache line (float32). Blocks run by several threads are a whole
@@ -554,8 +555,8 @@ def _project_nonfinite(p, n, x, W_ih, bias):
     T, B, I = x.shape
     G = W_ih.shape[0]
     M = T * B
-    _, _, c0, c1 = _part_bounds(p, n, M, G)
-    if COLUMNS_PER_ROW * M >= G:  # split by rows: every part reads all of W_ih
+    _, _, c0, c1, by_columns = _part_bounds(p, n, M, G)
+    if not by_columns:  # every part reads all of W_ih
         c0, c1 = G * p // n, G * (p + 1) // n
     x_rows, W_rows = x.reshape(M * I), W_ih.reshape(G * I)
     return (_has_nonfinite(x_rows[M * p // n * I:M * (p + 1) // n * I])
@@ -565,7 +566,9 @@ def _project_nonfinite(p, n, x, W_ih, bias):
 @register_jitable(**_JIT)
 def _project(p, n, x, W_ih, bias, gates, scal):
     """Part p of n of the input projection of all steps, x W_ih^T + bias: (T*B, I) @ (I, 4H),
-    split by ``_gemm_part``."""
+    split by ``_gemm_part``. Returns whether its share of the operands, which it tests first
+    (``_project_nonfinite``), holds a NaN or inf."""
+    nonfinite = _project_nonfinite(p, n, x, W_ih, bias)
     T, B, I = x.shape
     G = W_ih.shape[0]
     M = T * B
@@ -577,6 +580,7 @@ def _project(p, n, x, W_ih, bias, gates, scal):
         row = gf[r * G + c0:r * G + c1]
         for c in range(c1 - c0):
             row[c] += b[c]
+    return nonfinite
 
 
 @njit(parallel=_PRANGE_ONLY, **_JIT)
@@ -599,14 +603,12 @@ def _lstm_fwd(x, W_ih, gates, hs, cs, W_hh, Wp, tiles, bias, width, counters, re
     nonfinite = counters[-1:]
     n = product_threads
     if n == 1:  # no parallel region at all for small problems (see _lstm_bwd)
-        if _project_nonfinite(0, 1, x, W_ih, bias):
+        if _project(0, 1, x, W_ih, bias, gates, scal):
             count_done(nonfinite, 0)
-        _project(0, 1, x, W_ih, bias, gates, scal)
     else:
         for p in prange(n):  # (p as int64, as below: one compiled copy of _project)
-            if _project_nonfinite(np.int64(p), n, x, W_ih, bias):
+            if _project(np.int64(p), n, x, W_ih, bias, gates, scal):
                 count_done(nonfinite, 0)
-            _project(np.int64(p), n, x, W_ih, bias, gates, scal)
     taken, done = counters[T:-1], counters[:T]
     n, B = loop_threads, x.shape[1]
     if n == 1:  # (p as int64 in all calls, for one compiled copy: prange's index is unsigned)
