@@ -52,7 +52,13 @@ def _module(backend: str):
         from lstmkit.devices import require_cuda
 
         require_cuda()
-    return importlib.import_module(_MODULES[backend])
+    mod = _LOADED.get(backend)
+    if mod is None:
+        mod = _LOADED[backend] = importlib.import_module(_MODULES[backend])
+    return mod
+
+
+_LOADED: dict = {}
 
 
 # Per-call work matters at small sizes: at batch 1, hidden 32, a whole forward pass through
@@ -84,14 +90,16 @@ def _to_tensor(a, device: torch.device) -> torch.Tensor | None:
 def _layer_forward(kind, backend, x, h0, c0, W_ih, W_hh, b_ih, b_hh):
     """One layer through a backend module: (outputs as tensors, the module, its saved state)."""
     mod = _module(backend)
-    args = [_to_array(t) for t in (x, h0, c0, W_ih, W_hh, b_ih, b_hh)]
-    if kind == "lstm":
-        y, h_n, c_n, saved = mod.lstm_forward(*args)
+    xa, h0a = _to_array(x), _to_array(h0)
+    weights = [_to_array(t) for t in (W_ih, W_hh, b_ih, b_hh)]
+    if kind == "lstm":  # (c0 is h0 where both are lstmkit.nn's zeros)
+        y, h_n, c_n, saved = mod.lstm_forward(xa, h0a, h0a if c0 is h0 else _to_array(c0), *weights)
+        outs = (y, h_n, c_n)
     else:
-        y, h_n, saved = mod.rnn_forward(args[0], args[1], *args[3:])
-        c_n = None
-    outs = tuple(_to_tensor(a, x.device) for a in (y, h_n, c_n) if a is not None)
-    return outs, mod, saved
+        y, h_n, saved = mod.rnn_forward(xa, h0a, *weights)
+        outs = (y, h_n)
+    device = x.device
+    return tuple(_to_tensor(a, device) for a in outs), mod, saved
 
 
 class _Layer(torch.autograd.Function):

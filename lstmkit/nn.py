@@ -156,11 +156,21 @@ class _Recurrent(_ShowsBackend):
             output, finals = output.squeeze(1), [f.squeeze(1) for f in finals]
         return output, finals
 
+    def _zeros(self, x, B):
+        """(B, hidden_size) zeros like x, kept from the last call that had the same B, dtype and
+        device: no backend writes to its initial states or returns them. A new tensor per call
+        took 3-11 us (as much as a tenth of a small forward pass), the caches being full of the
+        last call's kernel. Kept out of Module.__setattr__'s way: it is no buffer."""
+        z = self.__dict__.get("_zero_state")
+        if z is None or z.shape[0] != B or z.dtype != x.dtype or z.device != x.device:
+            z = self.__dict__["_zero_state"] = x.new_zeros((B, self.hidden_size))
+        return z
+
     def _initial_states(self, hx, x, B, D, batched, is_lstm):
         """The initial states of each layer and direction k: [h0_k, c0_k] (LSTM) or [h0_k]."""
         expected = (self.num_layers * D, B, self.hidden_size)
         if hx is None:  # one tensor of zeros for all: no backend writes to its initial states
-            zeros = x.new_zeros((B, self.hidden_size))
+            zeros = self._zeros(x, B)
             return [[zeros] * (2 if is_lstm else 1)] * (self.num_layers * D)
         states = list(hx) if is_lstm else [hx]
         if is_lstm and len(states) != 2:

@@ -496,17 +496,40 @@ def test_concurrent_calls_from_threads_give_each_its_own_answer():
 def test_small_problems_use_one_blas_thread_and_restore_the_setting():
     from threadpoolctl import threadpool_info
 
-    blas_threads = lambda: [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    def blas_threads():
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpool_info()
+                if lib["user_api"] == "blas"}
+
     a = layer_args("lstm", 5, 2, 3, 4, dtype=np.float32)
     K.lstm_backward(None, None, None, K.lstm_forward(**a)[-1])  # loads the BLAS that Numba calls
+    numba_blas = {lib.filepath for lib in K._blas_libraries()}
     before = blas_threads()
+    assert numba_blas and numba_blas <= set(before)
     with K._blas_threads(B=2, H=4, G=4):
-        assert set(blas_threads()) == {1}
+        inside = blas_threads()
+    assert {path: inside[path] for path in numba_blas} == dict.fromkeys(numba_blas, 1)
+    assert {p: n for p, n in inside.items() if p not in numba_blas} == {
+        p: n for p, n in before.items() if p not in numba_blas}  # another BLAS (NumPy's) untouched
     assert blas_threads() == before
     K.lstm_backward(None, None, None, K.lstm_forward(**a)[-1])
     assert blas_threads() == before
     with K._blas_threads(B=64, H=512, G=4):  # a large product keeps the machine's setting
         assert blas_threads() == before
+
+
+def test_the_blas_whose_threads_are_set_is_the_one_scipy_links():
+    """Numba's kernels call BLAS through scipy.linalg.cython_blas: the library it links is the
+    one whose threads matter (the dynamic linker's answer, not the file names that
+    _blas_libraries goes by)."""
+    import os
+    import subprocess
+
+    import scipy.linalg.cython_blas as cython_blas
+
+    ldd = subprocess.run(["ldd", cython_blas.__file__], capture_output=True, text=True, check=True)
+    linked = {os.path.realpath(line.split("=>")[1].split("(")[0].strip())
+              for line in ldd.stdout.splitlines() if "=>" in line and "/" in line.split("=>")[1]}
+    assert {os.path.realpath(lib.filepath) for lib in K._blas_libraries()} <= linked
 
 
 def test_recycled_memory_is_reused_only_once_nothing_refers_to_it():

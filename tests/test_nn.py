@@ -237,6 +237,31 @@ def test_empty_sequence_returns_initial_state():
     assert torch.equal(h, h0) and torch.equal(c, c0)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+def test_the_default_initial_state_stays_zero_whatever_is_done_to_the_outputs(kind, backend, layers,
+                                                                              bidir):
+    """The zeros standing in for a missing hx are kept between calls (lstmkit.nn's _zeros):
+    no output may share their memory, whatever the batch size, dtype or sequence length."""
+    ours, theirs = pair(kind, backend, layers, bidir, False, True, torch.float32, I=3, H=4)
+    for dtype, B, T in [(torch.float32, 2, 0), (torch.float32, 2, 5), (torch.float64, 2, 5),
+                        (torch.float32, 3, 5), (torch.float32, 2, 5)]:
+        ours.to(dtype), theirs.to(dtype)
+        x = torch.randn(T, B, 3, dtype=dtype)
+        with torch.no_grad():
+            out, state = ours(x)
+            got = [out, *(state if kind == "lstm" else [state])]
+            if T:
+                y, state = theirs(x)
+                expected = [y, *(state if kind == "lstm" else [state])]
+            else:  # (torch refuses an empty sequence) the final states are the initial zeros
+                expected = [torch.zeros_like(g) for g in got]
+            for g, want in zip(got, expected):
+                assert_close(g, want, TOL[dtype])
+                g.add_(1.0)  # the caller's to change
+
+
 def test_set_forget_bias_sets_every_layer_and_direction_and_refuses_what_has_none():
     from lstmkit.training import set_forget_bias
 

@@ -775,11 +775,21 @@ SINGLE_THREAD_BLAS_UP_TO = 1 << 24  # e.g. B=64, H=512
 
 @functools.cache
 def _blas_libraries() -> tuple:
-    """threadpoolctl's controllers of the BLAS libraries loaded in this process."""
+    """threadpoolctl's controllers of the BLAS that Numba calls: SciPy's (``cython_blas``).
+
+    Where SciPy bundles its own OpenBLAS (pip's wheels), that library alone: setting NumPy's
+    threads too, which the kernels never use, doubled the cost of ``_one_blas_thread`` (~2 us
+    of ~5 per call). Where none of the libraries lies in SciPy's folders (SciPy built against
+    the system's BLAS, which NumPy may share), all of them."""
+    import scipy
     import scipy.linalg.cython_blas  # noqa: F401  the BLAS that Numba calls, loaded so it is found
     from threadpoolctl import ThreadpoolController
 
-    return tuple(lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas")
+    libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    site = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
+    scipys = [lib for lib in libs
+              if os.path.relpath(os.path.realpath(lib.filepath), site).startswith("scipy")]
+    return tuple(scipys or libs)
 
 
 # LSTM: per-step multiply-adds (B * 4H * H) from which the time loop runs on Numba's threads
