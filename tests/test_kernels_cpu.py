@@ -194,6 +194,24 @@ def _check_lstm_against_reference(T, B, I, H, dtype, seed=3):
         assert_close(g, ref_g[name], TOL[dtype], f"d{name}")
 
 
+@pytest.mark.parametrize("offset", [0, 16])
+def test_a_backward_pass_in_one_block_reads_w_hh_itself_where_it_starts_on_a_cache_line(offset):
+    """Its packed form would be a copy of W_hh; a W_hh `offset` bytes past a cache line is
+    packed all the same (rows straddling lines were slower to read)."""
+    T, B, I, H = 6, 16, 5, 8  # one thread, one block of all H units
+    assert K._plan(B, H)[1] == H
+    a = layer_args("lstm", T, B, I, H, dtype=np.float32, seed=3, scale=0.7)
+    line = K._aligned_empty((a["W_hh"].nbytes + 64,), np.uint8)
+    W_hh = line[offset:offset + a["W_hh"].nbytes].view(np.float32).reshape(a["W_hh"].shape)
+    W_hh[:], a["W_hh"] = a["W_hh"], W_hh
+    assert np.shares_memory(K._packed(W_hh, H, False, B), W_hh) == (offset == 0)
+    up = output_grads("lstm", T, B, H, dtype=np.float32, seed=4)
+    ref = R.lstm_forward(**as64(a))
+    ref_g = R.lstm_backward(*[g.astype(np.float64) for g in up], ref[-1])
+    for name, g in K.lstm_backward(*up, K.lstm_forward(**a)[-1]).items():
+        assert_close(g, ref_g[name], TOL[np.float32], f"d{name}")
+
+
 @pytest.mark.parametrize("dtype,threads_from,split_rows", [
     (np.float32, 0, 1 << 30), (np.float32, 0, 1), (np.float32, 1 << 60, 1 << 30),
     (np.float64, 1 << 60, 1 << 30)],  # float64 runs on one thread: see the test below
