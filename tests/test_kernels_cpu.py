@@ -317,11 +317,12 @@ def test_tiles_only_where_blocks_are_whole_tiles_and_the_packing_pays():
 
 @pytest.mark.parametrize("H,width", [(128, 64), (48, 48), (16, 16)],
                          ids=["two-blocks", "tiles-across-gates", "four-gates-a-tile"])
-def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_order(H, width):
+def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_a_fixed_order(H, width):
     """At its first step a block packs its gate rows of W_hh, transposed, into tiles, and at
-    every step adds h @ them to its pre-activations, each output summed over h in order, in
-    plain float32 (also with the kernels' fast-math flags), whichever order the tiles run in
-    (first to last at even steps, last to first at odd ones)."""
+    every step adds h @ them to its pre-activations, each output summed over h in the order
+    of the time loop's three calls: the block's own units, then those before them, then
+    those after them; in plain float32 (also with the kernels' fast-math flags), whichever
+    order the tiles run in (first to last at even steps, last to first at odd ones)."""
     from numba import njit
 
     G = 4 * H
@@ -329,9 +330,15 @@ def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_order(H, width):
     W = rng.standard_normal((G, H)).astype(np.float32)
     h, a = rng.standard_normal(H).astype(np.float32), rng.standard_normal(G).astype(np.float32)
     out = np.full(W.size, np.nan, np.float32)
-    product = njit(**_KERNEL_FLAGS)(
-        lambda t, j0, W, out, h, a: K._tiled_product(t, j0, width, W, out, h, a))
+
+    @njit(**_KERNEL_FLAGS)
+    def product(t, j0, W, out, h, a):  # as _lstm_fwd_steps calls it
+        K._tiled_product(t, j0, width, W, out, h, a, j0, j0 + width)
+        K._tiled_product(t, j0, width, W, out, h, a, 0, j0)
+        K._tiled_product(t, j0, width, W, out, h, a, j0 + width, H)
+
     got = {t: a.copy() for t in (0, 1)}
+    expected = a.copy()
     for j0 in range(0, H, width):
         for t in (0, 1):  # packs at step 0
             product(t, j0, W, out, h, got[t])
@@ -340,9 +347,9 @@ def test_tiles_hold_each_blocks_transposed_gate_rows_and_sum_in_order(H, width):
             tile = out[start:start + H * K.TILE].reshape(H, K.TILE)
             rows = [v // width * H + j0 + v % width for v in range(p, p + K.TILE)]
             np.testing.assert_array_equal(tile, W[rows].T)
-    expected = a.copy()
-    for k in range(H):
-        expected = expected + W[:, k] * h[k]
+        rows = [q * H + j0 + v for q in range(4) for v in range(width)]
+        for k in [*range(j0, j0 + width), *range(j0), *range(j0 + width, H)]:
+            expected[rows] = expected[rows] + W[rows, k] * h[k]
     for t in (0, 1):
         np.testing.assert_array_equal(got[t], expected)
     assert not np.isnan(out).any()  # the blocks' tiles cover the buffer

@@ -389,10 +389,11 @@ def _pack(W_hh, width, transpose, out):
                     dst[r * w + j] = src[j0 + j]
 
 
-def _tiled_product(t, j0, w, W_hh, Wp, h, a):
-    """a[gate rows of units j0 .. j0 + w - 1] += h @ their columns of W_hh^T, at step t, from
-    tiles of W_hh^T in Wp, which the block packs at step 0. The block's 4w gate rows, gate by
-    gate, are cut into tiles of TILE rows; the tile from row p of them, transposed to
+def _tiled_product(t, j0, w, W_hh, Wp, h, a, k0, k1):
+    """a[gate rows of units j0 .. j0 + w - 1] += h[k0:k1] @ their columns k0 .. k1 - 1 of
+    W_hh^T, at step t, from tiles of W_hh^T in Wp, which the block packs at step 0, in the
+    block's first call, whose range holds j0. The block's 4w gate rows, gate by gate, are cut
+    into tiles of TILE rows; the tile from row p of them, transposed to
     (H, TILE), starts at G*j0 + p*H. Each tile is one contiguous run of memory, which
     ``add_tile`` reads from start to end. A tile never straddles two gates (w: a multiple of
     TILE), except in a block of all H units, whose gate rows are W_hh's own rows in order.
@@ -400,17 +401,19 @@ def _tiled_product(t, j0, w, W_hh, Wp, h, a):
 
 
 @overload(_tiled_product, jit_options=_JIT)
-def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a):
+def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a, k0, k1):
     if a.dtype != types.float32:
         # float64, the precise path, never runs on tiles (see _tiled): compiling them for it
         # took ~0.4 s of the kernels' cold compile.
-        def no_tiles(t, j0, w, W_hh, Wp, h, a):
+        def no_tiles(t, j0, w, W_hh, Wp, h, a, k0, k1):
             raise AssertionError("tiles are for float32")
         return no_tiles
 
-    def tiled_product(t, j0, w, W_hh, Wp, h, a):
+    def tiled_product(t, j0, w, W_hh, Wp, h, a, k0, k1):
         G, H = W_hh.shape
-        if t == 0:  # packed by the thread that first runs the block: into its cache
+        if k1 == k0:
+            return
+        if t == 0 and k0 <= j0 < k1:  # packed by the thread that first runs the block: its cache
             # (inline: Numba compiles every function apart, which adds to the cold compile)
             L = VECTOR_BYTES // 4  # transpose_block's side (H and w are multiples of it)
             src = W_hh.reshape(G * H)
@@ -424,10 +427,10 @@ def _tiled_product_impl(t, j0, w, W_hh, Wp, h, a):
         # are still in the core's cache when the block's tiles are larger than it (measured
         # at H=512, 2 MiB a block: 20-21 us per step, against 26 us in one order). Each tile
         # holds its own outputs, so the order changes no result.
-        tiles = 4 * w // TILE
+        tiles, hk = 4 * w // TILE, h[k0:k1]
         for k in range(tiles):
             p = (tiles - 1 - k if t % 2 else k) * TILE
-            add_tile(a, p // w * H + j0 + p % w, Wp, G * j0 + p * H, TILE, h)
+            add_tile(a, p // w * H + j0 + p % w, Wp, G * j0 + p * H + k0 * TILE, TILE, hk)
     return tiled_product
 
 
@@ -467,12 +470,22 @@ def _share(p, n, B, batch_split):
     return p, n, zero, B
 
 
+# Bytes of a block's tiles up to which its product runs in parts, its own units first (see
+# _lstm_fwd_steps). Measured here, forward at B=1, T=100 on two threads (two blocks), against
+# one part: H=128 (128 KiB a block) 3-7% faster, H=256 (512 KiB) 1-5%; H=512 (2 MiB, more
+# than a core's cache keeps between two steps) 3-8% slower, the parts undoing the reuse of
+# the tiles read last (see _tiled_product). Without waiting for each other at all (a wrong
+# answer, timed for the bound): 10-26% faster at H=128, 3-7% at H=512.
+SPLIT_TILES_UP_TO = 1 << 20
+
+
 @njit(**_JIT_GATES)
 def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, taken, done,
                     nonfinite, scal):
     """Thread p of n's part of the forward time loop for batch rows r0 .. r1 - 1 (n = 1: all of
     it): at each step, the blocks of `width` units that it claims (see
-    ``lstmkit.kernels.sync``), after which it waits for the step's other blocks. taken:
+    ``lstmkit.kernels.sync``), once the step before is done (on tiles, its first block
+    starts before that: see below). taken:
     (T * blocks,), done: (T,), int32 zeros on entry. Counts in nonfinite[0] a NaN or inf in
     h0, c0 (its rows of them, thread 0) or W_hh (the rows of its blocks, just before their
     first product reads them). (One function, blocks inlined: each level of calls added
@@ -485,11 +498,23 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
                    or _has_nonfinite(cs[0, r0:r1].reshape(B * H))):
         count_done(nonfinite, 0)
     W_rows = W_hh.reshape(G * H)
+    split = tiles and blocks > 1 and 4 * width * H * hs.itemsize <= SPLIT_TILES_UP_TO
+    ran_first = False  # whether the thread ran its first block (_nth_block k = 0) a step ago
     for t in range(T1 - 1):
+        # Step t reads h_{t-1}, all of which is written once done[t - 1] counts every block.
+        # A thread waits for that only where it must: on tiles, its first block, if it ran that
+        # block a step ago, starts with the product over its own units of h_{t-1} (see below).
+        waited = t == 0 or n == 1
+        claimed_first = False
         for k in range(blocks):
             blk = _nth_block(k, p, n, blocks)
+            early = split and k == 0 and ran_first
+            if not (waited or early):  # (before claiming: a block is claimed to be run now)
+                wait_until(done, t - 1, blocks)
+                waited = True
             if n > 1 and not claim(taken, t * blocks + blk):
                 continue
+            claimed_first = claimed_first or k == 0
             j0 = blk * width
             w = min(width, H - j0)
             if t == 0 and r0 == 0:  # (with the batch split, one thread checks all of W_hh)
@@ -503,8 +528,19 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
             # batch row (measured at B=64, w=64: 57 ns per row instead of 300 ns). BLAS adds
             # them itself (beta = 1) where it can.
             a_t, h_t = gates[t, r0:r1].reshape(B * G), hs[t, r0:r1].reshape(B * H)
-            if tiles:  # batch 1, Wp in tiles of W_hh^T (see _tiled_product)
-                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t)
+            if split:  # batch 1, Wp in tiles of W_hh^T (see _tiled_product), in parts:
+                # its own units first, which this thread wrote a step ago where `early`, so
+                # that the wait for the other threads' units overlaps that product instead of
+                # preceding it. The order, fixed per block, never depends on which thread
+                # runs it.
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, j0, j0 + w)
+                if not waited:
+                    wait_until(done, t - 1, blocks)
+                    waited = True
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, np.int64(0), j0)
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, j0 + w, H)
+            elif tiles:
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, np.int64(0), H)
             elif vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
                 _add_matvec(Wp, h_t, a_t, rec)
             elif vector and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
@@ -542,8 +578,8 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
                     h_new[j] = o * tanh(c)
             if n > 1:
                 count_done(done, t)
-        if n > 1:
-            wait_until(done, t, blocks)
+        ran_first = claimed_first
+    # (no wait for the last step: the parallel region ends when every thread has)
 
 
 @register_jitable(**_JIT)

@@ -8,7 +8,9 @@ the whole loop and, at each step, every thread
 1. claims blocks of the step, its own share first, then any other block nobody has claimed
    yet (``claim``), runs each block it claimed and counts it as done (``count_done``);
 2. waits until all of the step's blocks are done (``wait_until``): ~80 ns when the other
-   threads are on time; after a few spins a waiting thread offers its core to others.
+   threads are on time; after a few spins a waiting thread offers its core to others. (The
+   forward pass at batch 1 waits later, in the next step, after a first product on the units
+   that the thread computed itself: see ``cpu._lstm_fwd_steps``.)
 
 No thread ever waits for a block that nobody has claimed, so the loop finishes however the
 threading layer schedules the region's iterations: with one thread, or when another thread
