@@ -247,7 +247,8 @@ def test_the_default_initial_state_stays_zero_whatever_is_done_to_the_outputs(ki
     ours, theirs = pair(kind, backend, layers, bidir, False, True, torch.float32, I=3, H=4)
     for dtype, B, T in [(torch.float32, 2, 0), (torch.float32, 2, 5), (torch.float64, 2, 5),
                         (torch.float32, 3, 5), (torch.float32, 2, 5)]:
-        ours.to(dtype), theirs.to(dtype)
+        ours.to(dtype)
+        theirs.to(dtype)
         x = torch.randn(T, B, 3, dtype=dtype)
         with torch.no_grad():
             out, state = ours(x)
