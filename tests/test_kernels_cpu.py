@@ -182,8 +182,12 @@ def test_extreme_preactivations_stay_finite(dtype):
         assert_close(y, R.lstm_forward(**a)[0], TOL[dtype], "y saturated")
 
 
-def _check_lstm_against_reference(T, B, I, H, dtype, seed=3):
+def _check_lstm_against_reference(T, B, I, H, dtype, seed=3, W_hh=None):
+    """Outputs and gradients against the reference, on random arguments (W_hh: the array to
+    hold the random W_hh, for a test of where it lies in memory)."""
     a = layer_args("lstm", T, B, I, H, dtype=dtype, seed=seed, scale=0.7)
+    if W_hh is not None:
+        W_hh[:], a["W_hh"] = a["W_hh"], W_hh
     up = output_grads("lstm", T, B, H, dtype=dtype, seed=seed + 1)
     ref = R.lstm_forward(**as64(a))
     ours = K.lstm_forward(**a)
@@ -200,16 +204,11 @@ def test_a_backward_pass_in_one_block_reads_w_hh_itself_where_it_starts_on_a_cac
     packed all the same (rows straddling lines were slower to read)."""
     T, B, I, H = 6, 16, 5, 8  # one thread, one block of all H units
     assert K._plan(B, H)[1] == H
-    a = layer_args("lstm", T, B, I, H, dtype=np.float32, seed=3, scale=0.7)
-    line = K._aligned_empty((a["W_hh"].nbytes + 64,), np.uint8)
-    W_hh = line[offset:offset + a["W_hh"].nbytes].view(np.float32).reshape(a["W_hh"].shape)
-    W_hh[:], a["W_hh"] = a["W_hh"], W_hh
+    nbytes = 4 * H * H * 4
+    line = K._aligned_empty((nbytes + 64,), np.uint8)
+    W_hh = line[offset:offset + nbytes].view(np.float32).reshape(4 * H, H)
     assert np.shares_memory(K._packed(W_hh, H, False, B), W_hh) == (offset == 0)
-    up = output_grads("lstm", T, B, H, dtype=np.float32, seed=4)
-    ref = R.lstm_forward(**as64(a))
-    ref_g = R.lstm_backward(*[g.astype(np.float64) for g in up], ref[-1])
-    for name, g in K.lstm_backward(*up, K.lstm_forward(**a)[-1]).items():
-        assert_close(g, ref_g[name], TOL[np.float32], f"d{name}")
+    _check_lstm_against_reference(T, B, I, H, np.float32, W_hh=W_hh)
 
 
 @pytest.mark.parametrize("dtype,threads_from,split_rows", [

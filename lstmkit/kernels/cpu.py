@@ -485,11 +485,10 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
     """Thread p of n's part of the forward time loop for batch rows r0 .. r1 - 1 (n = 1: all of
     it): at each step, the blocks of `width` units that it claims (see
     ``lstmkit.kernels.sync``), once the step before is done (on tiles, its first block
-    starts before that: see below). taken:
-    (T * blocks,), done: (T,), int32 zeros on entry. Counts in nonfinite[0] a NaN or inf in
-    h0, c0 (its rows of them, thread 0) or W_hh (the rows of its blocks, just before their
-    first product reads them). (One function, blocks inlined: each level of calls added
-    ~0.3 s of compile time.)"""
+    starts before that: see below). taken: (T * blocks,), done: (T,), int32 zeros on entry.
+    Counts in nonfinite[0] a NaN or inf in h0, c0 (its rows of them, thread 0) or W_hh (the
+    rows of its blocks, just before their first product reads them). (One function, blocks
+    inlined: each level of calls added ~0.3 s of compile time.)"""
     T1, _, H = hs.shape
     G, B = 4 * H, r1 - r0
     vector = hs.shape[1] == 1  # batch 1: Wp is W_hh or W_hh^T, for matrix-vector products
@@ -528,19 +527,18 @@ def _lstm_fwd_steps(p, n, width, r0, r1, gates, hs, cs, W_hh, Wp, tiles, rec, ta
             # batch row (measured at B=64, w=64: 57 ns per row instead of 300 ns). BLAS adds
             # them itself (beta = 1) where it can.
             a_t, h_t = gates[t, r0:r1].reshape(B * G), hs[t, r0:r1].reshape(B * H)
-            if split:  # batch 1, Wp in tiles of W_hh^T (see _tiled_product), in parts:
-                # its own units first, which this thread wrote a step ago where `early`, so
-                # that the wait for the other threads' units overlaps that product instead of
-                # preceding it. The order, fixed per block, never depends on which thread
-                # runs it.
-                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, j0, j0 + w)
-                if not waited:
+            if tiles:  # batch 1, Wp in tiles of W_hh^T (see _tiled_product). Where split,
+                # in parts: its own units first, which this thread wrote a step ago where
+                # `early`, so that the wait for the other threads' units overlaps that product
+                # instead of preceding it; the order, fixed per block, never depends on which
+                # thread runs it. Otherwise in one part (the other two are empty).
+                lo, hi = (j0, j0 + w) if split else (np.int64(0), H)
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, lo, hi)
+                if not waited:  # (only where early)
                     wait_until(done, t - 1, blocks)
                     waited = True
-                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, np.int64(0), j0)
-                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, j0 + w, H)
-            elif tiles:
-                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, np.int64(0), H)
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, np.int64(0), lo)
+                _tiled_product(t, j0, w, W_hh, Wp, h_t, a_t, hi, H)
             elif vector and w == H and H <= MATVEC_UP_TO:  # Wp is W_hh^T (see _packed)
                 _add_matvec(Wp, h_t, a_t, rec)
             elif vector and w == H:  # Wp is W_hh itself, whose rows are those of gates[t]
@@ -823,8 +821,9 @@ def _blas_libraries() -> tuple:
 
     libs = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
     site = os.path.dirname(os.path.dirname(os.path.realpath(scipy.__file__)))
-    scipys = [lib for lib in libs
-              if os.path.relpath(os.path.realpath(lib.filepath), site).startswith("scipy")]
+    # (scipy.libs: where pip's wheels keep it; not a package such as scipy_openblas64, NumPy's)
+    scipys = [lib for lib in libs if os.path.relpath(os.path.realpath(lib.filepath), site)
+              .split(os.sep)[0] in ("scipy", "scipy.libs")]
     return tuple(scipys or libs)
 
 
