@@ -57,3 +57,21 @@ def test_sizes_below_one_are_refused_by_name(capsys):
             p.parse_args(argv)
         assert f"argument {argv[0]}: must be a whole number of at least 1, got '{argv[1]}'" in (
             capsys.readouterr().err)
+
+
+def test_batch1_profile_script_reports_every_part():
+    """scripts/batch1_profile.py, which the closing notes of the performance work cite, runs
+    (tiny sizes) and prints each part of the time for each hidden size."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "batch1_profile.py"
+    args = ["--hidden", "32", "128", "--steps", "8", "--reps", "1"]
+    proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    for H in (32, 128):
+        part = proc.stdout.split(f"hidden {H}, input {H}, T = 8, batch 1")[1].split("\nhidden")[0]
+        for label in ("torch.nn.LSTM", "lstmkit.nn.LSTM (numba)", "input projection", "time loop",
+                      "fixed cost", "cache floor of the time loop", "2x torch's speed needs"):
+            assert label in part, (H, label, part)
+    bad = subprocess.run([sys.executable, str(script), "--steps", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "must be a whole number of at least 1, got '0'" in bad.stderr
