@@ -63,6 +63,17 @@ def test_every_lesson_has_an_exercise_and_its_solution():
         assert (ROOT / "exercises" / f"{name}.ipynb").exists()
 
 
+def test_exercise_times_and_points_agree_everywhere_they_are_stated():
+    """The registry's minutes and points are what each exercise's heading and the README say."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, ex in EXERCISES.items():
+        cells = json.loads((ROOT / "solutions" / f"{name}.ipynb").read_text(encoding="utf-8"))["cells"]
+        heading = " ".join("".join(cells[1]["source"]).split())
+        points = sum(t.points for t in tasks_of(name))
+        assert f"About {ex.minutes} minutes. {points} points." in heading, name
+        assert f"[exercise {name[:2]}](exercises/{name}.ipynb) ({ex.minutes} min)" in readme, name
+
+
 def test_task_ids_function_names_and_points():
     assert len({t.function for t in TASKS.values()}) == len(TASKS)
     for t in TASKS.values():

@@ -21,7 +21,7 @@ R = "lstmkit.reference"
 
 # ------------------------------------------------------------------------ exercises
 
-exercise("01_rnns_and_vanishing_gradients", "RNNs and vanishing gradients", 45)
+exercise("01_rnns_and_vanishing_gradients", "RNNs and vanishing gradients", 40)
 exercise("02_lstm_gates_and_cell_state", "The LSTM's gates and cell state", 50)
 exercise("03_vanilla_lstm", "A first vanilla LSTM", 40)
 exercise("04_stacked_lstm", "Stacked LSTMs", 30)
