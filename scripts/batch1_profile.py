@@ -24,6 +24,7 @@ floor would give, all else unchanged.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 from pathlib import Path
@@ -65,13 +66,15 @@ def _median_ms(fns: dict, reps: int, before: dict) -> dict:
     a call of before[name], the other side's forward pass, as in the bench, where torch's
     samples and lstmkit's alternate: that call leaves its data in the caches and its threads
     spinning, which slows the next call (measured here: by up to a tenth), so every part of
-    the time is measured in that state."""
+    the time is measured in that state. The order of the samples changes from round to round."""
     calls = {name: bench._calls_per_sample(fn) for name, fn in fns.items()}
     samples: dict = {name: [] for name in fns}
+    order, rng = list(fns), random.Random(0)
     for _ in range(reps):
-        for name, fn in fns.items():
+        rng.shuffle(order)  # in a fixed order, where a sample fell in the round moved it by ~0.3 ms
+        for name in order:
             before[name]()
-            samples[name].append(bench._timed(fn, calls[name]))
+            samples[name].append(bench._timed(fns[name], calls[name]))
     return {name: 1e3 * statistics.median(s) for name, s in samples.items()}
 
 
