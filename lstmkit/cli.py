@@ -1,4 +1,6 @@
-"""The ``lstmkit`` console command: ``lstmkit doctor`` (and more subcommands as they arrive).
+"""The ``lstmkit`` console command: ``doctor`` (check a machine), ``bench`` (the backends
+against torch), ``grade`` (grade exercise notebooks) and ``exercises`` (build exercises/ from
+solutions/).
 
 Subcommands import what they need lazily, so ``lstmkit --help`` is instant.
 """

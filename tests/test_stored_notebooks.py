@@ -43,3 +43,18 @@ def test_stored_outputs_are_those_of_a_clean_finished_run(path):
     assert views <= set(state), f"{path.name}: widgets shown without their stored state"
     if not views:
         assert not state, f"{path.name}: stored widget state that no output shows"
+
+
+def test_readme_and_instructor_guide_name_each_lesson_by_its_title_and_time():
+    """The lesson tables say what each lesson's first cell says: its title and its time."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    guide = (ROOT / "docs" / "instructor_guide.md").read_text(encoding="utf-8")
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        head = "".join(next(c for c in nb["cells"] if c["cell_type"] == "markdown")["source"])
+        number, title = re.match(r"# (\d\d) · (.+)", head).groups()
+        minutes = re.search(r"\*\*Time:\*\* about (\d+) minutes", head).group(1)
+        row = rf"^\| {number} \| \[{re.escape(title)}\]\(notebooks/{path.name}\) \|.*\| {minutes} min \|$"
+        assert re.search(row, readme, re.M), f"README.md: lesson {number} should be {title!r}, {minutes} min"
+        assert re.search(rf"^\| {number} \| {re.escape(title)} \| {minutes} min \|", guide, re.M), (
+            f"docs/instructor_guide.md: lesson {number} should be {title!r}, {minutes} min")
