@@ -1,6 +1,6 @@
 """Where the time of an LSTM forward pass at batch 1 goes, and how fast it could be here.
 
-    python scripts/batch1_profile.py                      # hidden 128 and 512, T = 100 (~1 min)
+    python scripts/batch1_profile.py                      # hidden 128 and 512, T = 100 (~10 s)
     python scripts/batch1_profile.py --hidden 256 --reps 50
 
 At batch 1 each step's recurrent product is a matrix-vector product: every weight of W_hh

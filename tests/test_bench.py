@@ -60,8 +60,8 @@ def test_sizes_below_one_are_refused_by_name(capsys):
 
 
 def test_batch1_profile_script_reports_every_part():
-    """scripts/batch1_profile.py, which the closing notes of the performance work cite, runs
-    (tiny sizes) and prints each part of the time for each hidden size."""
+    """scripts/batch1_profile.py runs (at tiny sizes) and prints each part of the time of a
+    batch-1 forward pass for each hidden size."""
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "batch1_profile.py"
