@@ -90,6 +90,7 @@ def profile(H: int, T: int, reps: int) -> dict:
                               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
     W_1 = rng.uniform(-0.1, 0.1, (4 * H, 1)).astype(np.float32)  # input size 1
     x = torch.randn(T, 1, H)
+    x_1, x_2 = (rng.standard_normal((steps, 1, 1), dtype=np.float32) for steps in (T, 2 * T))
     zeros = np.zeros((1, H), np.float32)
 
     def module(model):
@@ -98,8 +99,7 @@ def profile(H: int, T: int, reps: int) -> dict:
                 model(x)
         return run
 
-    def kernel(steps, W):
-        xx = x.numpy() if W is W_ih else rng.standard_normal((steps, 1, 1), dtype=np.float32)
+    def kernel(xx, W):
         return lambda: cpu.lstm_forward(xx, zeros, zeros, W, W_hh, b_ih, b_hh)
 
     threads, width, _ = cpu._plan(1, H)
@@ -110,8 +110,8 @@ def profile(H: int, T: int, reps: int) -> dict:
     ys, h = np.zeros((threads, rows), np.float32), rng.uniform(-1, 1, H).astype(np.float32)
     saved = numba.get_num_threads()
     numba.set_num_threads(threads)
-    fns = {"torch": module(ref), "lstmkit": module(ours), "kernel": kernel(T, W_ih),
-           "kernel, I=1": kernel(T, W_1), "kernel, I=1, 2T": kernel(2 * T, W_1),
+    fns = {"torch": module(ref), "lstmkit": module(ours), "kernel": kernel(x.numpy(), W_ih),
+           "kernel, I=1": kernel(x_1, W_1), "kernel, I=1, 2T": kernel(x_2, W_1),
            "floor": lambda: _cache_floor(Ws, h, ys, T)}
     before = {name: fns["lstmkit" if name == "torch" else "torch"] for name in fns}
     try:

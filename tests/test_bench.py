@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from lstmkit.bench import lstm_flops
 
@@ -62,8 +63,6 @@ def test_sizes_below_one_are_refused_by_name(capsys):
 def test_batch1_profile_script_reports_every_part():
     """scripts/batch1_profile.py runs (at tiny sizes) and prints each part of the time of a
     batch-1 forward pass for each hidden size."""
-    from pathlib import Path
-
     script = Path(__file__).resolve().parents[1] / "scripts" / "batch1_profile.py"
     args = ["--hidden", "32", "128", "--steps", "8", "--reps", "1"]
     proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=600)
