@@ -156,7 +156,8 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
 def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress) -> dict:
     import numba
     import torch
-    from tqdm.auto import tqdm
+
+    from lstmkit.progress import bar as progress_bar
 
     threads = torch.get_num_threads()
     device = "cuda" if "cuda" in backends else "cpu"
@@ -165,7 +166,7 @@ def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, pro
     peak = cuda_sgemm_peak_gflops() if device == "cuda" else sgemm_peak_gflops()
     points = [(m, b, h) for m in modes for b in batches for h in hiddens]
     rows: list[Row] = []
-    bar = tqdm(points, desc="lstmkit bench", disable=not progress, leave=False)
+    bar = progress_bar(points, "lstmkit bench", disable=not progress)
     for mode, B, H in bar:
         bar.set_postfix_str(f"{mode} B={B} H={H}")
         active = [b for b in backends if b != "numpy" or H <= numpy_max_hidden]
