@@ -222,8 +222,12 @@ class _Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
 
-_SLIDER = dict(continuous_update=False, style={"description_width": "initial"},
-               layout=W.Layout(width="300px"))
+def _slider_options() -> dict:
+    """Keyword arguments shared by the explorers' sliders. A function, not a module constant:
+    a Layout made at import would be a widget of every kernel that imports this module, and a
+    notebook executed there would store its state with no output to show it."""
+    return dict(continuous_update=False, style={"description_width": "initial"},
+                layout=W.Layout(width="300px"))
 
 
 class GradientNormExplorer(_Explorer):
@@ -254,11 +258,11 @@ class GradientNormExplorer(_Explorer):
         radius, length, input_scale = self._init
         return {
             "radius": W.FloatSlider(value=radius, min=0.2, max=2.0, step=0.05,
-                                    description="spectral radius", **_SLIDER),
+                                    description="spectral radius", **_slider_options()),
             "length": W.IntSlider(value=length, min=10, max=200, step=10,
-                                  description="sequence length T", **_SLIDER),
+                                  description="sequence length T", **_slider_options()),
             "input_scale": W.FloatSlider(value=input_scale, min=0.0, max=2.0, step=0.1,
-                                         description="input scale", **_SLIDER),
+                                         description="input scale", **_slider_options()),
         }
 
     def update(self):
@@ -309,7 +313,7 @@ class GateExplorer(_Explorer):
                   "output_bias": (-8, 4, "output-gate bias"),
                   "read_weight": (0, 12, "output gate <- read cue")}
         return {name: W.FloatSlider(value=defaults[name], min=lo, max=hi, step=0.5,
-                                    description=label, **_SLIDER)
+                                    description=label, **_slider_options())
                 for name, (lo, hi, label) in ranges.items()}
 
     def update(self):
@@ -395,8 +399,8 @@ class TemperatureSampler:
         self.generate = generate
         self.controls = {
             "temperature": W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
-                                         description="temperature", **_SLIDER),
-            "seed": W.IntSlider(value=seed, min=0, max=20, description="random seed", **_SLIDER),
+                                         description="temperature", **_slider_options()),
+            "seed": W.IntSlider(value=seed, min=0, max=20, description="random seed", **_slider_options()),
         }
         self.html = W.HTML()
         for slider in self.controls.values():

@@ -200,3 +200,23 @@ def test_gate_explorer_initial_values():
     assert e.controls["forget_bias"].value == 6.0
     assert len(e.trace["c"]) == 20
     assert e.trace["h"][15] > 0.5
+
+
+def test_importing_the_module_makes_no_widget():
+    """A widget made at import would belong to every kernel that imports lstmkit.widgets, and a
+    notebook executed there would store its state with no output to show it (checked in a fresh
+    process, where no test has made one yet)."""
+    import subprocess
+    import sys
+
+    code = ("import ipywidgets.widgets.widget as w; before = len(w._instances); "
+            "import lstmkit.widgets; print(before, len(w._instances))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["0", "0"]
+
+
+def test_each_slider_has_a_layout_of_its_own():
+    explorer = widgets.GradientNormExplorer()
+    layouts = [slider.layout for slider in explorer.controls.values()]
+    assert len({id(layout) for layout in layouts}) == len(layouts)
+    assert all(layout.width == "300px" for layout in layouts)
