@@ -18,6 +18,7 @@ on the GPU through torch (cuBLAS, TF32 off), at n = 4096.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -66,22 +67,33 @@ def sgemm_peak_gflops(n: int = 1024, reps: int = 5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
+@contextlib.contextmanager
+def _true_float32():
+    """TF32 off in cuBLAS and cuDNN while timing on a GPU: torch's cuDNN LSTM may otherwise round
+    its products' inputs to a 10-bit mantissa, while lstmkit's kernels compute in float32."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def cuda_sgemm_peak_gflops(n: int = 4096, reps: int = 5) -> float:
     """Best float32 matrix-multiply rate of the GPU through torch (cuBLAS, TF32 off), in GFLOP/s."""
     import torch
 
     a, b = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
-    tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        def product():
-            a @ b
-            torch.cuda.synchronize()
 
+    def product():
+        a @ b
+        torch.cuda.synchronize()
+
+    with _true_float32():
         product()
         best = min(_timed(product) for _ in range(reps))
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2.0 * n**3 / best / 1e9
 
 
@@ -148,7 +160,8 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # the same cores for both
     try:
-        return _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress)
+        with _true_float32() if "cuda" in backends else contextlib.nullcontext():
+            return _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress)
     finally:
         numba.set_num_threads(numba_threads)
 
@@ -190,7 +203,9 @@ def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, pro
     return {"machine": {"cpu_count": os.cpu_count(), "torch_threads": threads,
                         "numba_threads": numba.get_num_threads(),
                         "sgemm_peak_gflops": round(peak, 1), "python": sys.version.split()[0],
-                        "torch": torch.__version__, "device": device,
+                        "torch": torch.__version__,
+                        "device": device,
+                        "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
                         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")},
             "rows": [asdict(r) for r in rows]}
 
@@ -259,11 +274,11 @@ def compile_seconds() -> dict[str, float]:
 
 def format_table(result: dict) -> str:
     m = result["machine"]
+    device = f"{m['device']} ({m['gpu']})" if m.get("gpu") else m["device"]
+    note = (f"; note: OPENBLAS_CORETYPE={m['openblas_coretype']} may hold BLAS back (unset it for "
+            "this command to measure the machine)" if m.get("openblas_coretype") else "")
     lines = [f"SGEMM peak {m['sgemm_peak_gflops']} GFLOP/s; torch threads {m['torch_threads']}, "
-             f"numba threads {m['numba_threads']}; "
-             f"device {m['device']}" + (f"; note: OPENBLAS_CORETYPE={m['openblas_coretype']} may hold BLAS "
-                                         "back (unset it for this command to measure the machine)"
-                                         if m.get("openblas_coretype") else ""),
+             f"numba threads {m['numba_threads']}; device {device}{note}",
              f"{'mode':<8}{'batch':>6}{'hidden':>7}  {'backend':<7}{'ms':>10}{'GFLOP/s':>9}"
              f"{'torch ms':>10}{'torch/ours':>11}{'of peak':>9}"]
     for r in result["rows"]:

@@ -19,6 +19,7 @@ def test_quick_bench_json_has_every_field():
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["machine"]["sgemm_peak_gflops"] > 0
+    assert result["machine"]["device"] == "cpu" and result["machine"]["gpu"] is None
     rows = result["rows"]
     assert {(r["backend"], r["mode"], r["batch"], r["hidden"]) for r in rows} == {
         (b, m, B, H) for b in ("numba", "torch") for m in ("forward", "train")
@@ -74,3 +75,25 @@ def test_batch1_profile_script_reports_every_part():
             assert label in part, (H, label, part)
     bad = subprocess.run([sys.executable, str(script), "--steps", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "must be a whole number of at least 1, got '0'" in bad.stderr
+
+
+def test_cuda_runs_are_timed_without_tf32(monkeypatch):
+    """With the cuda backend, cuDNN and cuBLAS are timed in true float32 (TF32 would round the
+    products' inputs to 10 bits, and lstmkit's kernels do not), and the flags come back after."""
+    import torch
+
+    from lstmkit import bench
+
+    seen = []
+    monkeypatch.setattr(bench, "_run", lambda *a: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        bench.run(backends=("cuda",))
+        bench.run(backends=("numba",))
+        restored = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    finally:  # torch's cuBLAS flags are no plain attributes: monkeypatch cannot restore them
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert seen == [(False, False), (True, True)]
+    assert restored == (True, True)

@@ -88,8 +88,9 @@ PERSISTENT_MAX_H = 1024
 PERSISTENT_ROWS = 4 * PERSISTENT_MAX_H  # (a shared array's size must be a constant, not an expression)
 # kernel="auto" runs the persistent kernels up to this hidden size, the tiled ones above it.
 # Measured on an H200 (LSTM, T=100, I=H, forward ms, tiled against persistent): B=1, H=128:
-# 9.07 / 2.00; B=16, H=128: 6.18 / 2.44; B=64, H=256: 6.35 / 3.88; but B=64, H=512: 7.76 /
-# 10.43, where each of the 64 blocks reads all 4 MiB of W_hh at every step.
+# 5.06 / 1.52; B=16, H=128: 4.94 / 1.77; B=64, H=256: 5.18 / 3.42; but B=64, H=512: 7.33 /
+# 8.94, where each of the 64 blocks reads all 4 MiB of W_hh at every step. (On a second H200,
+# whose host launched kernels half as fast, the persistent kernel won there: 12.41 / 10.56.)
 PERSISTENT_AUTO_UP_TO = 256
 # Threads per block of the persistent kernels: as many as a block may have. Each thread's
 # loads of W_hh wait for memory at every step, and more threads keep more of them in flight:
