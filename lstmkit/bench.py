@@ -156,6 +156,7 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
     import numba
     import torch
 
+    _check_devices(backends)
     threads = torch.get_num_threads()
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # the same cores for both
@@ -164,6 +165,25 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
             return _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress)
     finally:
         numba.set_num_threads(numba_threads)
+
+
+def _check_devices(backends) -> None:
+    """One device per run: each backend is compared with torch on its own device."""
+    if "cuda" not in backends:
+        return
+    on_cpu = sorted(set(backends) - {"cuda", "torch"})
+    if on_cpu:
+        raise ValueError(f"backend 'cuda' is timed against torch on the GPU, and {', '.join(on_cpu)} "
+                         "against torch on the CPU: measure them in two runs (--backend cuda, then "
+                         f"{' '.join('--backend ' + b for b in on_cpu)})")
+    import torch
+
+    from lstmkit.devices import cuda_status
+
+    status = cuda_status()
+    if status.mode != "gpu" or not torch.cuda.is_available():
+        raise ValueError(f"backend 'cuda' needs a CUDA GPU that both numba and torch can use: numba "
+                         f"reports '{status}', torch.cuda.is_available() is {torch.cuda.is_available()}")
 
 
 def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress) -> dict:
@@ -322,19 +342,24 @@ def add_arguments(p) -> None:
                    help="timed repetitions per point (median reported)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
     p.add_argument("--no-extras", action="store_true",
-                   help="skip the memory (T=1000) and compile-time measurements (skipped with --quick too)")
+                   help="skip the memory (T=1000) and CPU compile-time measurements (skipped with --quick "
+                        "and --backend cuda too)")
 
 
 def main(args) -> int:
     batches = args.batch or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
     hiddens = args.hidden or (QUICK_HIDDEN if args.quick else DEFAULT_HIDDEN)
-    result = run(backends=tuple(args.backend or ["numba"]), batches=batches, hiddens=hiddens,
-                 seq_len=args.seq_len, modes=tuple(args.mode or ["forward", "train"]),
-                 reps=3 if args.quick else args.reps, progress=sys.stderr.isatty())
-    if not (args.quick or args.no_extras):
-        cpu_backends = [b for b in (args.backend or ["numba"]) if b != "cuda"]
+    backends = tuple(args.backend or ["numba"])
+    try:
+        result = run(backends=backends, batches=batches, hiddens=hiddens, seq_len=args.seq_len,
+                     modes=tuple(args.mode or ["forward", "train"]), reps=3 if args.quick else args.reps,
+                     progress=sys.stderr.isatty())
+    except ValueError as e:
+        print(f"lstmkit bench: error: {e}", file=sys.stderr)
+        return 2
+    if not (args.quick or args.no_extras or "cuda" in backends):  # the extras measure the CPU
         result["memory_mb"] = {"seq_len": 1000, "batch": 16, "hidden": 128, "backends": {
-            b: round(training_memory_mb(b), 1) for b in [*cpu_backends, "torch"]}}
+            b: round(training_memory_mb(b), 1) for b in [*backends, "torch"]}}
         result["compile"] = compile_seconds()
     if args.json == "-":
         print(json.dumps(result, indent=1))

@@ -85,6 +85,7 @@ def test_cuda_runs_are_timed_without_tf32(monkeypatch):
     from lstmkit import bench
 
     seen = []
+    monkeypatch.setattr(bench, "_check_devices", lambda backends: None)  # no GPU needed here
     monkeypatch.setattr(bench, "_run", lambda *a: seen.append(
         (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -97,3 +98,26 @@ def test_cuda_runs_are_timed_without_tf32(monkeypatch):
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     assert seen == [(False, False), (True, True)]
     assert restored == (True, True)
+
+
+def test_cuda_is_not_mixed_with_cpu_backends_in_one_run():
+    import pytest
+
+    from lstmkit import bench
+
+    with pytest.raises(ValueError, match=r"numba, numpy against torch on the CPU: measure them in two "
+                                         r"runs \(--backend cuda, then --backend numba --backend numpy\)"):
+        bench.run(backends=("numba", "cuda", "numpy"))
+
+
+def test_cuda_backend_without_a_gpu_is_refused_by_the_command():
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the command would measure it")
+    proc = subprocess.run([sys.executable, "-m", "lstmkit", "bench", "--backend", "cuda", "--quick"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("lstmkit bench: error: backend 'cuda' needs a CUDA GPU that both "
+                                  "numba and torch can use: numba reports 'CUDA: ")
