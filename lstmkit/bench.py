@@ -330,7 +330,8 @@ def _positive(text: str) -> int:
 
 def add_arguments(p) -> None:
     p.add_argument("--backend", action="append", choices=["numba", "numpy", "cuda"],
-                   help="backend(s) to compare with torch (default: numba)")
+                   help="backend(s) to compare with torch (default: numba); cuda, against torch "
+                        "on the GPU, in a run of its own")
     p.add_argument("--quick", action="store_true", help="a small grid: batch {1, 16} x hidden {32, 128}")
     p.add_argument("--batch", type=_positive, nargs="+", help="batch sizes (default 1 16 64)")
     p.add_argument("--hidden", type=_positive, nargs="+",
