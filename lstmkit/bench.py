@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from lstmkit.devices import cuda_status, true_float32
+
 DEFAULT_BATCHES = (1, 16, 64)
 DEFAULT_HIDDEN = (32, 128, 512)
 QUICK_BATCHES = (1, 16)
@@ -67,20 +69,6 @@ def sgemm_peak_gflops(n: int = 1024, reps: int = 5) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-@contextlib.contextmanager
-def _true_float32():
-    """TF32 off in cuBLAS and cuDNN while timing on a GPU: torch's cuDNN LSTM may otherwise round
-    its products' inputs to a 10-bit mantissa, while lstmkit's kernels compute in float32."""
-    import torch
-
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def cuda_sgemm_peak_gflops(n: int = 4096, reps: int = 5) -> float:
     """Best float32 matrix-multiply rate of the GPU through torch (cuBLAS, TF32 off), in GFLOP/s."""
     import torch
@@ -91,7 +79,7 @@ def cuda_sgemm_peak_gflops(n: int = 4096, reps: int = 5) -> float:
         a @ b
         torch.cuda.synchronize()
 
-    with _true_float32():
+    with true_float32():
         product()
         best = min(_timed(product) for _ in range(reps))
     return 2.0 * n**3 / best / 1e9
@@ -161,7 +149,7 @@ def run(backends=("numba", "torch"), batches=DEFAULT_BATCHES, hiddens=DEFAULT_HI
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # the same cores for both
     try:
-        with _true_float32() if "cuda" in backends else contextlib.nullcontext():
+        with true_float32() if "cuda" in backends else contextlib.nullcontext():
             return _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress)
     finally:
         numba.set_num_threads(numba_threads)
@@ -178,12 +166,10 @@ def _check_devices(backends) -> None:
                          f"{' '.join('--backend ' + b for b in on_cpu)})")
     import torch
 
-    from lstmkit.devices import cuda_status
-
-    status = cuda_status()
-    if status.mode != "gpu" or not torch.cuda.is_available():
+    status, torch_cuda = cuda_status(), torch.cuda.is_available()
+    if status.mode != "gpu" or not torch_cuda:
         raise ValueError(f"backend 'cuda' needs a CUDA GPU that both numba and torch can use: numba "
-                         f"reports '{status}', torch.cuda.is_available() is {torch.cuda.is_available()}")
+                         f"reports '{status}', torch.cuda.is_available() is {torch_cuda}")
 
 
 def _run(backends, batches, hiddens, seq_len, modes, reps, numpy_max_hidden, progress) -> dict:

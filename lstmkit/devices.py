@@ -11,11 +11,12 @@ be switched on in the environment before Python starts (or before anything impor
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 from dataclasses import dataclass
 
-__all__ = ["CudaStatus", "cuda_status", "require_cuda"]
+__all__ = ["CudaStatus", "cuda_status", "require_cuda", "true_float32"]
 
 SIMULATOR_HINT = (
     "set NUMBA_ENABLE_CUDASIM=1 before importing numba/lstmkit to run the CUDA kernels "
@@ -58,6 +59,22 @@ def require_cuda() -> None:
     status = cuda_status()
     if status.mode == "none":
         raise RuntimeError(f"the CUDA kernels cannot run here: {status.reason}; {SIMULATOR_HINT}")
+
+
+@contextlib.contextmanager
+def true_float32():
+    """TF32 off in torch's cuBLAS and cuDNN inside the block, restored after it. On a GPU they
+    may otherwise round the inputs of their products to a 10-bit mantissa (cuDNN's RNNs do by
+    default), which is off from float32 by ~1e-4, while lstmkit's kernels compute in float32:
+    compare and time against torch inside this block."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _simulated() -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from lstmkit.devices import SIMULATOR_HINT, cuda_status
+from lstmkit.devices import SIMULATOR_HINT, cuda_status, true_float32
 
 STATUS = cuda_status()
 
@@ -35,9 +35,5 @@ def pytest_report_header(config):
 def _torch_in_true_float32():
     """Compare with torch in real float32: on a GPU, cuDNN's RNNs and cuBLAS may otherwise use
     TF32 (a 10-bit mantissa), which is off from float32 by ~1e-4 and fails these tolerances."""
-    import torch
-
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    with true_float32():
+        yield
