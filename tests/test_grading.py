@@ -7,6 +7,7 @@ in test_grading_nbgrader.py.
 from __future__ import annotations
 
 import ast
+import html
 import json
 import subprocess
 import sys
@@ -155,6 +156,29 @@ def test_wrong_shape_transposed_and_not_attempted():
     assert r.status == "not attempted" and r.points == 0
     r = run("rnn_step_forward", {})
     assert r.status == "missing" and r.points == 0
+
+
+def test_hint_shows_only_after_an_attempt_that_fell_short():
+    """Hints spell out the method: shown before a first try, they would give the task away."""
+    hint = TASKS["rnn_step_forward"].hint
+
+    def todo(*args):
+        raise NotImplementedError()
+
+    def right(x, h_prev, W_ih, W_hh, b_ih, b_hh):
+        h = np.tanh(x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh)
+        return h, (x, h_prev, W_ih, W_hh, h)
+
+    def zeros(x, h_prev, W_ih, W_hh, b_ih, b_hh):
+        return 0 * right(x, h_prev, W_ih, W_hh, b_ih, b_hh)[0], None
+
+    shown = {}
+    for fn in (todo, None, zeros, right):
+        r = run("rnn_step_forward", {} if fn is None else {"rnn_step_forward": fn})
+        view = CheckView(r, "rnn_step_forward", "t")
+        shown[r.status] = (hint in repr(view), html.escape(hint) in view._repr_html_())
+    assert shown == {"not attempted": (False, False), "missing": (False, False),
+                     "failed": (True, True), "passed": (False, False)}
 
 
 def test_learner_exception_is_reported_with_the_line():

@@ -26,7 +26,7 @@ def headline(r: TaskResult, function: str) -> str:
     passed = sum(c.ok for c in r.checks)
     if r.status == "not attempted":
         return (f"not attempted yet: replace `raise NotImplementedError()` in {function} with your code, "
-                f"then run this cell again")
+                f"then run this cell again (a hint appears here if a check fails)")
     if r.status == "missing":
         return f"{function} is not defined yet: run the cell that defines it first"
     if r.status == "passed":
@@ -47,6 +47,11 @@ class CheckView:
     def _show_checks(self) -> bool:
         return self.result.status not in ("not attempted", "missing")
 
+    def _show_hint(self) -> bool:
+        # Only after an attempt that fell short: most hints spell out the method, and one
+        # shown before the learner has tried would take the exercise away.
+        return self.result.status in ("partial", "failed", "error") and bool(self.result.hint)
+
     def __repr__(self) -> str:
         r = self.result
         lines = [f"{_ICON[r.status]} {r.task} ({self.title}): {headline(r, self.function)} "
@@ -54,7 +59,7 @@ class CheckView:
         if self._show_checks():
             for c in r.checks:
                 lines.append(f"    {'✔' if c.ok else '✘'} {c.name}: {c.message if not c.ok else 'ok'}")
-        if r.status != "passed" and r.hint:
+        if self._show_hint():
             lines.append(f"    hint: {r.hint}")
         for note in r.notes:
             lines.append(f"    note: {note}")
@@ -75,8 +80,8 @@ class CheckView:
                          f"<td style='padding:1px 6px;text-align:left;opacity:0.8'>{detail}</td></tr>")
         table = f"<table style='border-collapse:collapse;margin:4px 0 2px 0'>{rows}</table>" if rows else ""
         hint = ""
-        if r.status != "passed" and r.hint:
-            hint = (f"<details{' open' if r.status != 'not attempted' else ''} style='margin-top:3px'>"
+        if self._show_hint():
+            hint = ("<details open style='margin-top:3px'>"
                     f"<summary style='cursor:pointer'>hint</summary>"
                     f"<div style='padding:2px 0 0 14px'>{e(r.hint)}</div></details>")
         notes = "".join(f"<div style='opacity:0.8'>note: {e(n)}</div>" for n in r.notes)
