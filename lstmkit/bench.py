@@ -303,7 +303,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: an int >= 1 (a size of 0 times nothing, and torch refuses it)."""
     try:
         value = int(text)
@@ -319,13 +319,13 @@ def add_arguments(p) -> None:
                    help="backend(s) to compare with torch (default: numba); cuda, against torch "
                         "on the GPU, in a run of its own")
     p.add_argument("--quick", action="store_true", help="a small grid: batch {1, 16} x hidden {32, 128}")
-    p.add_argument("--batch", type=_positive, nargs="+", help="batch sizes (default 1 16 64)")
-    p.add_argument("--hidden", type=_positive, nargs="+",
+    p.add_argument("--batch", type=positive_int, nargs="+", help="batch sizes (default 1 16 64)")
+    p.add_argument("--hidden", type=positive_int, nargs="+",
                    help="hidden sizes, input size = hidden (default 32 128 512)")
-    p.add_argument("--seq-len", type=_positive, default=100, help="sequence length T (default 100)")
+    p.add_argument("--seq-len", type=positive_int, default=100, help="sequence length T (default 100)")
     p.add_argument("--mode", choices=["forward", "train"], action="append",
                    help="forward (inference) and/or train (forward + backward); default both")
-    p.add_argument("--reps", type=_positive, default=7,
+    p.add_argument("--reps", type=positive_int, default=7,
                    help="timed repetitions per point (median reported)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
     p.add_argument("--no-extras", action="store_true",

@@ -14,6 +14,8 @@ import platform
 import sys
 import time
 
+from lstmkit import bench  # light: heavy imports happen inside bench.run
+
 # (distribution, import name, required, why)
 _PACKAGES = [
     ("numpy", "numpy", True, "arrays for everything"),
@@ -124,6 +126,34 @@ def _check_cuda(say) -> None:
         say(_line(None, "cuda", f"could not be checked ({type(exc).__name__}: {exc})"))
 
 
+# Below this, a learner kernel (Python, NumPy, the kernel's own machinery) cannot start: with
+# --memory-mb 100 every notebook failed with "the kernel exited with code 1"; 512 started.
+MIN_MEMORY_MB = 512
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a time limit, seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
+
+
+def _memory_mb(text: str) -> int:
+    """argparse type: 0 (no limit) or at least MIN_MEMORY_MB."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and value < MIN_MEMORY_MB:
+        raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least {MIN_MEMORY_MB} MiB (a "
+                                         f"kernel with Python and NumPy needs that much), got {text!r}")
+    return value
+
+
 def _add_grading_commands(sub) -> None:
     """``grade`` and ``exercises build``; their code lives in lstmkit.grading.commands (imported lazily)."""
     g = sub.add_parser("grade", help="grade submitted exercise notebooks (files or folders)",
@@ -135,10 +165,12 @@ def _add_grading_commands(sub) -> None:
     g.add_argument("--out", metavar="CSV", help="write grades (one row per notebook) to this CSV file")
     g.add_argument("--secret-seed", type=int, default=None, metavar="N",
                    help="seed of the test inputs (default: $LSTMKIT_SECRET_SEED, else 0)")
-    g.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per notebook (120)")
-    g.add_argument("--memory-mb", type=int, default=3072, metavar="MB",
-                   help="address-space limit of each learner kernel (3072; 0: no limit)")
-    g.add_argument("--jobs", type=int, default=None, metavar="N", help="notebooks at once (CPU cores)")
+    g.add_argument("--timeout", type=_seconds, default=120.0, metavar="S", help="seconds per notebook (120)")
+    g.add_argument("--memory-mb", type=_memory_mb, default=3072, metavar="MB",
+                   help=f"address-space limit of each learner kernel (3072; 0: no limit; else at least "
+                        f"{MIN_MEMORY_MB})")
+    g.add_argument("--jobs", type=bench.positive_int, default=None, metavar="N",
+                   help="notebooks at once (CPU cores)")
     g.add_argument("--feedback", metavar="DIR",
                    help="per-notebook feedback (default: feedback/ next to --out)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -147,7 +179,8 @@ def _add_grading_commands(sub) -> None:
     ex = sub.add_parser("exercises", help="exercise notebooks").add_subparsers(dest="action", required=True)
     b = ex.add_parser("build", help="write exercises/ from solutions/")
     b.add_argument("--check", action="store_true", help="only compare; exit 1 when exercises/ is out of date")
-    b.add_argument("--root", default=".", help="folder holding solutions/ and exercises/ (default: .)")
+    b.add_argument("--root", default=".", help="folder holding solutions/ and exercises/ (default: ., "
+                                               "else an editable install's own checkout, which it names)")
     b.set_defaults(grading_handler="build_main")
 
 
@@ -155,8 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lstmkit", description="Tools for the LSTM course.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check that this machine can run the course")
-    from lstmkit import bench  # light: heavy imports happen inside bench.run
-
     bench.add_arguments(sub.add_parser("bench", help="time lstmkit's LSTM backends against torch.nn.LSTM"))
     _add_grading_commands(sub)
     args = parser.parse_args(argv)

@@ -144,10 +144,11 @@ def report(H: int, T: int, m: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hidden", type=bench._positive, nargs="+", default=[128, 512],
+    parser.add_argument("--hidden", type=bench.positive_int, nargs="+", default=[128, 512],
                         help="hidden sizes (default 128 512)")
-    parser.add_argument("--steps", type=bench._positive, default=100, help="sequence length T (default 100)")
-    parser.add_argument("--reps", type=bench._positive, default=30,
+    parser.add_argument("--steps", type=bench.positive_int, default=100,
+                        help="sequence length T (default 100)")
+    parser.add_argument("--reps", type=bench.positive_int, default=30,
                         help="samples per measurement (default 30)")
     args = parser.parse_args(argv)
     cpu.compile_all()

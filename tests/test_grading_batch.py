@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from lstmkit.grading import grade, tasks_of
+from lstmkit.grading import TASKS, grade, tasks_of
 from lstmkit.grading.batch import feedback_path
+from lstmkit.grading.report import md_text
 from lstmkit.grading.sandbox import grading_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +82,9 @@ def test_grades_csv_and_feedback(adversarial):
         assert f"**Score:** {r.total:g} / {r.max_points:g}" in text
     partial = feedback_path(out / "feedback", "good_partial.ipynb").read_text()
     assert "skip the tanh derivative" in partial and "not attempted" in partial
+    # a hint for the failed task, none for the one not attempted (hints spell out the method)
+    assert md_text(TASKS["rnn_step_backward"].hint, 1000) in partial
+    assert md_text(TASKS["gradient_norms_through_time"].hint, 1000) not in partial
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
@@ -122,6 +126,12 @@ def test_cli_for_a_learner_and_for_classroom_ci(tmp_path):
     assert (tmp_path / "g.csv").exists() and (tmp_path / "feedback" / "04_stacked_lstm.md").exists()
     res = run(tmp_path / "nothing-here")
     assert res.returncode == 2 and "no such file" in res.stderr
+    res = run(ROOT / "notebooks" / "04_stacked_lstm.ipynb")  # the lesson, not its exercise
+    assert res.returncode == 1 and "not an exercise notebook" in res.stdout
+    assert "exercises/04_stacked_lstm.ipynb" in res.stdout
+    for bad in (["--timeout", "-1"], ["--jobs", "0"], ["--memory-mb", "100"]):
+        res = run(ROOT / "solutions" / "04_stacked_lstm.ipynb", *bad)
+        assert res.returncode == 2 and f"argument {bad[0]}: must be" in res.stderr, res.stderr
 
 
 def test_the_learner_kernel_gets_no_graded_code():

@@ -149,11 +149,29 @@ def identify_exercise(nb: dict | None, path: Path, sources: list[str]) -> str | 
         if m:
             return next((name for name in EXERCISES if name.startswith(m.group(1) + "_")), None)
     votes: dict[str, int] = {}
-    for src in sources:
-        for tid in re.findall(r"check\(\s*['\"](\w+)['\"]", src):
-            if tid in TASKS:
-                votes[TASKS[tid].exercise] = votes.get(TASKS[tid].exercise, 0) + 1
+    for tid in _checked_tasks(sources):
+        votes[TASKS[tid].exercise] = votes.get(TASKS[tid].exercise, 0) + 1
     return max(sorted(votes), key=votes.get) if votes else None
+
+
+def _checked_tasks(sources: list[str]) -> list[str]:
+    """The known task ids of every check("task_id", ...) in the code, in order, with repeats."""
+    return [tid for src in sources for tid in re.findall(r"check\(\s*['\"](\w+)['\"]", src) if tid in TASKS]
+
+
+def _answers(nb: dict, sources: list[str], exercise: str) -> bool:
+    """Whether a notebook matched to `exercise` may hold answers to it: it has the lstmkit
+    metadata, a check() of one of its tasks, or defines one of its functions. The lesson of the
+    same name does none of these (run as a submission, a lesson failed in most cells and
+    scored nothing)."""
+    meta = nb.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("lstmkit"), dict) and meta["lstmkit"].get("exercise"):
+        return True
+    if any(TASKS[t].exercise == exercise for t in _checked_tasks(sources)):
+        return True
+    names = "|".join(re.escape(t.function) for t in tasks_of(exercise))
+    defines = re.compile(rf"^\s*(def\s+({names})\s*\(|({names})\s*=[^=])", re.MULTILINE)
+    return any(defines.search(src) for src in sources)
 
 
 def read_notebook(path: Path) -> tuple[dict | None, list[str], str | None]:
@@ -466,8 +484,13 @@ def _grade_notebook(sub: Submission, secret_seed: int, limits: Limits, blocked: 
     if problem:
         return SubmissionResult(sub.identifier, exercise, _zero(exercise, problem), problem)
     if exercise is None:
-        problem = "unknown exercise: no lstmkit metadata, no NN_ file name prefix, no check() of a known task"
+        problem = ("unknown exercise: no lstmkit metadata, no file name that starts with an exercise's "
+                   f"number ({', '.join(sorted({e[:2] for e in EXERCISES}))}), no check() of a known task")
         return SubmissionResult(sub.identifier, None, [], problem)
+    if not _answers(nb, sources, exercise):
+        problem = (f"not an exercise notebook: no lstmkit metadata, no check() of a task of {exercise}, "
+                   f"none of its functions (a lesson? the exercise to hand in is exercises/{exercise}.ipynb)")
+        return SubmissionResult(sub.identifier, exercise, _zero(exercise, problem), problem)
     static = analyse(sources)
     workdir = Path(tempfile.mkdtemp(prefix="lstmkit-grade-"))
     session = _Session(sources, exercise, limits, blocked, workdir, start + limits.timeout)

@@ -54,6 +54,7 @@ def build_main(args) -> int:
         checkout = Path(__file__).resolve().parents[2]  # an editable install: the repository
         if (checkout / "solutions").is_dir():
             root = checkout
+            print(f"no solutions/ here: using the course at {root}")
     try:
         report = build_exercises(root, check=args.check)
     except BuildError as exc:

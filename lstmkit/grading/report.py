@@ -36,6 +36,13 @@ def headline(r: TaskResult, function: str) -> str:
     return f"{passed} of {n} checks passed"
 
 
+def _hint_earned(r: TaskResult) -> bool:
+    """A task's hint is shown only after an attempt that fell short: most hints spell out the
+    method, and one shown before the learner has tried (in the notebook, or in the feedback on
+    an unfinished submission that may be handed in again) would take the exercise away."""
+    return r.status in ("partial", "failed", "error") and bool(r.hint)
+
+
 class CheckView:
     """What ``check()`` displays: HTML in Jupyter, plain text anywhere else."""
 
@@ -48,9 +55,7 @@ class CheckView:
         return self.result.status not in ("not attempted", "missing")
 
     def _show_hint(self) -> bool:
-        # Only after an attempt that fell short: most hints spell out the method, and one
-        # shown before the learner has tried would take the exercise away.
-        return self.result.status in ("partial", "failed", "error") and bool(self.result.hint)
+        return _hint_earned(self.result)
 
     def __repr__(self) -> str:
         r = self.result
@@ -127,7 +132,7 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
                 lines.append(f"- {'✔' if c.ok else '✘'} **{md_text(c.name)}**"
                              + ("" if c.ok else f": {md_text(c.message)}"))
             lines.append("")
-        if r.status != "passed" and r.hint:
+        if _hint_earned(r):
             lines += [f"*Hint:* {md_text(r.hint, 1000)}", ""]
     if notes:
         lines += ["## Notes on running your notebook", ""]
