@@ -326,7 +326,7 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", choices=["forward", "train"], action="append",
                    help="forward (inference) and/or train (forward + backward); default both")
     p.add_argument("--reps", type=positive_int, default=7,
-                   help="timed repetitions per point (median reported)")
+                   help="timed repetitions per point, the median reported (default 7)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON ('-' for stdout)")
     p.add_argument("--no-extras", action="store_true",
                    help="skip the memory (T=1000) and CPU compile-time measurements (skipped with --quick "

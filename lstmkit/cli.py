@@ -21,7 +21,7 @@ _PACKAGES = [
     ("numpy", "numpy", True, "arrays for everything"),
     ("scipy", "scipy", True, "BLAS for the Numba kernels"),
     ("numba", "numba", True, "the CPU kernels"),
-    ("numba-cuda", "numba.cuda", True, "the CUDA kernels (a GPU or the simulator)"),
+    ("numba-cuda", "numba.cuda", True, "the CUDA kernels, on a GPU or the simulator"),
     ("torch", "torch", True, "the lstmkit.nn modules"),
     ("matplotlib", "matplotlib", True, "the lessons' figures"),
     ("ipywidgets", "ipywidgets", True, "the lessons' interactive explorers"),
@@ -188,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lstmkit", description="Tools for the LSTM course.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check that this machine can run the course")
-    bench.add_arguments(sub.add_parser("bench", help="time lstmkit's LSTM backends against torch.nn.LSTM"))
+    bench.add_arguments(sub.add_parser(
+        "bench", help="time lstmkit's LSTM backends against torch.nn.LSTM",
+        description="Time lstmkit's LSTM backends against torch.nn.LSTM (same weights, same threads), "
+                    "interleaved in one process: median time, GFLOP/s, torch/lstmkit and the fraction "
+                    "of this machine's SGEMM peak, for forward and training over a grid of batch and "
+                    "hidden sizes (input = hidden; by default T = 100)."))
     _add_grading_commands(sub)
     args = parser.parse_args(argv)
     if getattr(args, "grading_handler", None):  # grade, exercises build

@@ -34,7 +34,7 @@ def grade_main(args) -> int:
         feedback = os.path.join(os.path.dirname(os.path.abspath(args.out)), "feedback")
     results = grade(args.submissions, args.out, secret_seed=seed, timeout=args.timeout,
                     memory_mb=args.memory_mb, jobs=args.jobs, feedback_dir=feedback,
-                    progress=not args.quiet)
+                    progress=not args.quiet and sys.stderr.isatty())  # no bar in a log file
     if len(results) == 1 or args.verbose:
         for r in results:
             print(f"{r.identifier} ({r.exercise or 'unknown exercise'}): {fmt_points(r.total)}/"
