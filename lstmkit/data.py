@@ -609,8 +609,9 @@ CORPORA = {"genesis": "genesis_kjv.txt"}
 def load_corpus(name: str = "genesis") -> str:
     """A public-domain text shipped with the package, read with ``importlib.resources``.
 
-    "genesis": the Book of Genesis in the King James Version (1611), one verse per line as
-    ``chapter:verse text`` (205,331 characters, 1,533 lines, 70 distinct characters).
+    "genesis": the Book of Genesis in the King James Version (translated 1611; modern standard
+    spelling), one verse per line as ``chapter:verse text`` (205,331 characters, 1,533 lines,
+    70 distinct characters).
     """
     from importlib import resources
 

@@ -505,8 +505,9 @@ def captioned_images(images: np.ndarray, captions: Sequence[str], *, truths: Seq
         if texts is not None and len(texts) != n:
             raise ValueError(f"{name} must hold one caption per image: {n} images, {len(texts)} {name}")
     nrows = -(-n // ncols)
-    # a lower dpi than the other figures: photos-like images make large PNGs
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.35 * ncols, 1.55 * nrows), dpi=64, squeeze=False)
+    # a lower dpi than the other figures (photo-like images make large PNGs), and room for two
+    # lines of caption text in a readable size under each image
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.9 * ncols, 2.3 * nrows), dpi=64, squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -517,9 +518,11 @@ def captioned_images(images: np.ndarray, captions: Sequence[str], *, truths: Seq
         words = captions[k].split()
         text = " ".join(words[:4]) + "\n" + " ".join(words[4:])  # two short lines
         wrong = truths is not None and captions[k] != truths[k]
-        ax.set_xlabel(text, fontsize=6.5, color="red" if wrong else "black")
+        ax.set_xlabel(text, fontsize=9, color="red" if wrong else "black")
     fig.suptitle(title, fontsize="medium")
-    return _finish(fig)
+    _finish(fig)
+    fig.subplots_adjust(hspace=0.5)  # tight_layout leaves the second caption line under the next row
+    return fig
 
 
 __all__ += ["benchmark", "text_activation", "piano_roll", "captioned_images"]
