@@ -382,8 +382,8 @@ def _softmax_cross_entropy(t: TaskRun):
         labels = np.array([0, 2])
         loss, d, _ = _softmax_ce(logits, labels)
         got_loss, got_d = t.unpack(t.call(logits, labels), 2, "(loss, dlogits)")
-        t.compare("large logits", got_loss, loss, what="loss for logits of size 1000")
-        t.compare("large logits", got_d, d, what="dlogits for logits of size 1000")
+        t.compare("large logits", got_loss, loss, what="loss for logits as large as ±1000")
+        t.compare("large logits", got_d, d, what="dlogits for logits as large as ±1000")
 
 
 # =================================================================== 04 stacked LSTM
