@@ -82,7 +82,8 @@ def gradient_norm_curves(curves: Mapping[str, np.ndarray], *, bounds: Mapping[st
         shown = np.where(norms > 0, norms, np.nan)  # log scale: leave exact zeros out
         (line,) = ax.plot(k, shown, label=label)
         if bounds and label in bounds:
-            ax.plot(k, norms[0] * float(bounds[label]) ** k, ls="--", lw=1, color=line.get_color())
+            r = float(bounds[label])
+            ax.plot(k, norms[0] * r**k, ls="--", lw=1, color=line.get_color(), label=f"bound {r:g}$^k$")
     ax.set_yscale("log")
     ax.set_xlabel("distance to the loss, k = T - t (steps)")
     ax.set_ylabel(r"$\|\partial L / \partial h_t\|$")
