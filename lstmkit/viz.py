@@ -172,11 +172,14 @@ def gate_heatmaps(gates: Mapping[str, np.ndarray], *, inputs: np.ndarray | None 
     if inputs is not None:
         inputs = np.asarray(inputs)
         labels = input_labels or [f"input {j}" for j in range(inputs.shape[1])]
-        for j in range(inputs.shape[1]):
-            axes[0].plot(np.arange(len(inputs)), inputs[:, j], label=labels[j], lw=1)
+        for j in range(inputs.shape[1]):  # one value per time step: steps, centred on the cells
+            axes[0].plot(np.arange(len(inputs)), inputs[:, j], label=labels[j], lw=1, drawstyle="steps-mid")
         axes[0].set_xlim(-0.5, len(inputs) - 0.5)
+        lo, hi = float(np.nanmin(inputs)), float(np.nanmax(inputs))
+        span = hi - lo or 1.0
+        axes[0].set_ylim(lo - 0.08 * span, hi + 0.6 * span)  # headroom: the legend hides no input
         axes[0].set_ylabel("input")
-        axes[0].legend(fontsize="x-small", loc="upper right", ncol=len(labels))
+        axes[0].legend(fontsize="x-small", loc="upper right", ncol=len(labels), frameon=False)
         row = 1
     for r, name in enumerate(names, start=row):
         ax = axes[r]
@@ -191,7 +194,7 @@ def gate_heatmaps(gates: Mapping[str, np.ndarray], *, inputs: np.ndarray | None 
         ax.set_ylabel(f"{name}\nunit", fontsize="small")
         if unit_labels is not None:
             ax.set_yticks(range(len(unit_labels)))
-            ax.set_yticklabels([str(u) for u in unit_labels], fontsize=6)
+            ax.set_yticklabels([str(u) for u in unit_labels], fontsize=7)
         fig.colorbar(im, cax=fig.add_subplot(grid[r, 1]))
     for ax in axes:
         for t in marks:
