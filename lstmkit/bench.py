@@ -304,7 +304,7 @@ def format_table(result: dict) -> str:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an int >= 1 (a size of 0 times nothing, and torch refuses it)."""
+    """argparse type: an int >= 1 (a size or a count: 0 would time or run nothing)."""
     try:
         value = int(text)
     except ValueError:

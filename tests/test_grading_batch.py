@@ -126,10 +126,14 @@ def test_cli_for_a_learner_and_for_classroom_ci(tmp_path):
     assert (tmp_path / "g.csv").exists() and (tmp_path / "feedback" / "04_stacked_lstm.md").exists()
     res = run(tmp_path / "nothing-here")
     assert res.returncode == 2 and "no such file" in res.stderr
-    res = run(ROOT / "notebooks" / "04_stacked_lstm.ipynb")  # the lesson, not its exercise
-    assert res.returncode == 1 and "not an exercise notebook" in res.stdout
-    assert "exercises/04_stacked_lstm.ipynb" in res.stdout
-    for bad in (["--timeout", "-1"], ["--jobs", "0"], ["--memory-mb", "100"]):
+    lessons = [ROOT / "notebooks" / p.name for p in sorted((ROOT / "exercises").glob("*.ipynb"))]
+    res = run("--verbose", *lessons, "--out", tmp_path / "lessons" / "g.csv")  # not their exercises
+    assert res.returncode == 1 and f"{len(lessons)} notebooks, 0 with full marks" in res.stdout
+    assert res.stdout.count("status: not an exercise notebook") == len(lessons) == 7, res.stdout
+    assert all(f"the exercise to hand in is exercises/{p.name}" in res.stdout for p in lessons)
+    feedback = [f.read_text() for f in (tmp_path / "lessons" / "feedback").glob("*.md")]
+    assert len(feedback) == len(lessons) and not any("*Hint:*" in f for f in feedback)  # nothing was tried
+    for bad in (["--timeout", "-1"], ["--timeout", "inf"], ["--jobs", "0"], ["--memory-mb", "100"]):
         res = run(ROOT / "solutions" / "04_stacked_lstm.ipynb", *bad)
         assert res.returncode == 2 and f"argument {bad[0]}: must be" in res.stderr, res.stderr
 

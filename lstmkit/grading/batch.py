@@ -161,17 +161,20 @@ def _checked_tasks(sources: list[str]) -> list[str]:
 
 def _answers(nb: dict, sources: list[str], exercise: str) -> bool:
     """Whether a notebook matched to `exercise` may hold answers to it: it has the lstmkit
-    metadata, a check() of one of its tasks, or defines one of its functions. The lesson of the
-    same name does none of these (run as a submission, a lesson failed in most cells and
-    scored nothing)."""
+    metadata, a check() of one of its tasks, or defines at least half of its functions. The
+    lesson of the same name does none of these (run as a submission, a lesson failed in most
+    cells and scored nothing)."""
     meta = nb.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("lstmkit"), dict) and meta["lstmkit"].get("exercise"):
         return True
     if any(TASKS[t].exercise == exercise for t in _checked_tasks(sources)):
         return True
-    names = "|".join(re.escape(t.function) for t in tasks_of(exercise))
-    defines = re.compile(rf"^\s*(def\s+({names})\s*\(|({names})\s*=[^=])", re.MULTILINE)
-    return any(defines.search(src) for src in sources)
+    functions = {t.function for t in tasks_of(exercise)}
+    names = "|".join(map(re.escape, sorted(functions)))
+    defines = re.compile(rf"^\s*(?:def\s+({names})\s*\(|({names})\s*=[^=])", re.MULTILINE)
+    defined = {a or b for src in sources for a, b in defines.findall(src)}
+    # at least half of them: lesson 02 writes out a sigmoid, one of exercise 02's three functions
+    return 2 * len(defined) >= len(functions)
 
 
 def read_notebook(path: Path) -> tuple[dict | None, list[str], str | None]:
@@ -474,7 +477,8 @@ def grade_notebook(sub: Submission, *, secret_seed: int, limits: Limits,
 def _zero(exercise: str | None, message: str) -> list[TaskResult]:
     if exercise is None:
         return []
-    return [TaskResult(t.id, 0.0, float(t.points), "error", message, [], t.hint) for t in tasks_of(exercise)]
+    # no hint: nothing of the learner's ran (see report._hint_earned)
+    return [TaskResult(t.id, 0.0, float(t.points), "error", message, [], "") for t in tasks_of(exercise)]
 
 
 def _grade_notebook(sub: Submission, secret_seed: int, limits: Limits, blocked: list[str],
@@ -489,7 +493,8 @@ def _grade_notebook(sub: Submission, secret_seed: int, limits: Limits, blocked: 
         return SubmissionResult(sub.identifier, None, [], problem)
     if not _answers(nb, sources, exercise):
         problem = (f"not an exercise notebook: no lstmkit metadata, no check() of a task of {exercise}, "
-                   f"none of its functions (a lesson? the exercise to hand in is exercises/{exercise}.ipynb)")
+                   f"not half of its functions (a lesson? the exercise to hand in is "
+                   f"exercises/{exercise}.ipynb)")
         return SubmissionResult(sub.identifier, exercise, _zero(exercise, problem), problem)
     static = analyse(sources)
     workdir = Path(tempfile.mkdtemp(prefix="lstmkit-grade-"))

@@ -185,11 +185,13 @@ class TaskRun:
         self.rng = rng
         self.case = ""  # described in messages, e.g. "B=3, I=4, H=5"
         self.results: dict[str, CheckResult | None] = dict.fromkeys(task.checks)
+        self.called = False  # whether the function under test was called at all
 
     # -------------------------------------------------------------- calls
 
     def call(self, *args, **kwargs):
         """Call the function under test."""
+        self.called = True
         return self.env.call(self.task.function, self.task.id, args, kwargs)
 
     def learner(self, name: str) -> Callable:
@@ -376,7 +378,7 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
     run = TaskRun(task, env, rng)
     n = len(task.checks)
 
-    def result(status: str, message: str, default_fail: str) -> TaskResult:
+    def result(status: str, message: str, default_fail: str, hint: str = task.hint) -> TaskResult:
         checks = [r if r is not None else CheckResult(name, False, default_fail)
                   for name, r in run.results.items()]
         passed = sum(c.ok for c in checks)
@@ -388,7 +390,7 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
                 first = next(c for c in checks if not c.ok)
                 message += f"; {first.name}: {first.message}"
         return TaskResult(task.id, points, float(task.points), status, _wire.one_line(message, 300), checks,
-                          task.hint, env.notes())
+                          hint, env.notes())
 
     try:
         with warnings.catch_warnings():  # the grader's own arithmetic on odd values must stay quiet
@@ -400,9 +402,10 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
     except Missing:
         msg = f"no function named {task.function} in the notebook"
         return result("missing", msg, msg)
-    except Fatal as exc:
+    except Fatal as exc:  # the notebook's time ran out, its kernel was lost, ...
         run.fail_open(task.checks, str(exc))
-        return result("error", str(exc), str(exc))
+        # a hint only where the learner's function was run (see report._hint_earned)
+        return result("error", str(exc), str(exc), task.hint if run.called else "")
     except CallError as exc:  # outside a `checking` block: fails what is still open
         run.fail_open(task.checks, _wire.one_line(error_text(exc.info), 300))
     except _BadValue as exc:
