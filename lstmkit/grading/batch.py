@@ -135,12 +135,9 @@ _PREFIX = re.compile(r"^(\d\d)_")
 
 def identify_exercise(nb: dict | None, path: Path, sources: list[str]) -> str | None:
     """Notebook metadata first, then the file name's NN_ prefix, then the tasks it checks."""
-    if isinstance(nb, dict):
-        meta = nb.get("metadata")
-        name = meta.get("lstmkit", {}).get("exercise") if isinstance(meta, dict) and isinstance(
-            meta.get("lstmkit"), dict) else None
-        if name in EXERCISES:
-            return name
+    name = _metadata_exercise(nb)
+    if name in EXERCISES:
+        return name
     for part in reversed(path.parts):  # the file name, then its folders (nbgrader: .../<assignment>/x.ipynb)
         stem = part[:-6] if part.endswith(".ipynb") else part
         if stem in EXERCISES:
@@ -154,6 +151,14 @@ def identify_exercise(nb: dict | None, path: Path, sources: list[str]) -> str | 
     return max(sorted(votes), key=votes.get) if votes else None
 
 
+def _metadata_exercise(nb) -> str | None:
+    """The exercise that the notebook's lstmkit metadata names (written by the builder), if any."""
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    lstmkit = meta.get("lstmkit") if isinstance(meta, dict) else None
+    name = lstmkit.get("exercise") if isinstance(lstmkit, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def _checked_tasks(sources: list[str]) -> list[str]:
     """The known task ids of every check("task_id", ...) in the code, in order, with repeats."""
     return [tid for src in sources for tid in re.findall(r"check\(\s*['\"](\w+)['\"]", src) if tid in TASKS]
@@ -164,8 +169,7 @@ def _answers(nb: dict, sources: list[str], exercise: str) -> bool:
     metadata, a check() of one of its tasks, or defines at least half of its functions. The
     lesson of the same name does none of these (run as a submission, a lesson failed in most
     cells and scored nothing)."""
-    meta = nb.get("metadata")
-    if isinstance(meta, dict) and isinstance(meta.get("lstmkit"), dict) and meta["lstmkit"].get("exercise"):
+    if _metadata_exercise(nb) is not None:
         return True
     if any(TASKS[t].exercise == exercise for t in _checked_tasks(sources)):
         return True
