@@ -78,7 +78,10 @@ def test_exercise_times_and_points_agree_everywhere_they_are_stated():
 def test_task_ids_function_names_and_points():
     assert len({t.function for t in TASKS.values()}) == len(TASKS)
     for t in TASKS.values():
-        assert t.points > 0 and t.checks and t.hint and t.title
+        assert t.points > 0 and t.checks and t.title
+        # two hints: a nudge that gives no code away, then the method
+        assert t.hint and t.method and t.hint != t.method, t.id
+        assert "np." not in t.hint and " @ " not in t.hint, t.id
         assert len(set(t.checks)) == len(t.checks)
     assert sum(t.points for t in TASKS.values()) == 48
 
@@ -158,9 +161,10 @@ def test_wrong_shape_transposed_and_not_attempted():
     assert r.status == "missing" and r.points == 0
 
 
-def test_hint_shows_only_after_an_attempt_that_fell_short():
-    """Hints spell out the method: shown before a first try, they would give the task away."""
-    hint = TASKS["rnn_step_forward"].hint
+def test_hints_show_only_after_an_attempt_that_fell_short():
+    """The method, shown before a first try, would give the task away; after one, the nudge
+    shows first and the method stays folded (HTML) or comes second (text)."""
+    hint, method = TASKS["rnn_step_forward"].hint, TASKS["rnn_step_forward"].method
 
     def todo(*args):
         raise NotImplementedError()
@@ -176,9 +180,15 @@ def test_hint_shows_only_after_an_attempt_that_fell_short():
     for fn in (todo, None, zeros, right):
         r = run("rnn_step_forward", {} if fn is None else {"rnn_step_forward": fn})
         view = CheckView(r, "rnn_step_forward", "t")
-        shown[r.status] = (hint in repr(view), html.escape(hint) in view._repr_html_())
-    assert shown == {"not attempted": (False, False), "missing": (False, False),
-                     "failed": (True, True), "passed": (False, False)}
+        text, page = repr(view), view._repr_html_()
+        shown[r.status] = (hint in text, method in text, html.escape(hint) in page,
+                           html.escape(method) in page)
+        if r.status == "failed":
+            assert text.index(hint) < text.index(method)
+            folded = page[page.index(html.escape(hint)):].split("<details", 1)[1]
+            assert folded.startswith(" style") and html.escape(method) in folded  # closed: no "open"
+    assert shown == {"not attempted": (False,) * 4, "missing": (False,) * 4,
+                     "failed": (True,) * 4, "passed": (False,) * 4}
 
 
 def test_learner_exception_is_reported_with_the_line():

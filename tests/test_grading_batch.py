@@ -82,9 +82,11 @@ def test_grades_csv_and_feedback(adversarial):
         assert f"**Score:** {r.total:g} / {r.max_points:g}" in text
     partial = feedback_path(out / "feedback", "good_partial.ipynb").read_text()
     assert "skip the tanh derivative" in partial and "not attempted" in partial
-    # a hint for the failed task, none for the one not attempted (hints spell out the method)
-    assert md_text(TASKS["rnn_step_backward"].hint, 1000) in partial
-    assert md_text(TASKS["gradient_norms_through_time"].hint, 1000) not in partial
+    # both hints for the failed task, the method folded; none for the one not attempted
+    for part in ("hint", "method"):
+        assert md_text(getattr(TASKS["rnn_step_backward"], part), 1000) in partial
+        assert md_text(getattr(TASKS["gradient_norms_through_time"], part), 1000) not in partial
+    assert "<details><summary>Still stuck? The method, step by step</summary>" in partial, partial
     assert not list(out.glob(".*")), "temporary files left behind"
 
 
@@ -132,7 +134,8 @@ def test_cli_for_a_learner_and_for_classroom_ci(tmp_path):
     assert res.stdout.count("status: not an exercise notebook") == len(lessons) == 7, res.stdout
     assert all(f"the exercise to hand in is exercises/{p.name}" in res.stdout for p in lessons)
     feedback = [f.read_text() for f in (tmp_path / "lessons" / "feedback").glob("*.md")]
-    assert len(feedback) == len(lessons) and not any("*Hint:*" in f for f in feedback)  # nothing was tried
+    assert len(feedback) == len(lessons)
+    assert not any("*Hint:*" in f or "Still stuck" in f for f in feedback)  # nothing was tried
     for bad in (["--timeout", "-1"], ["--timeout", "inf"], ["--jobs", "0"], ["--memory-mb", "100"]):
         res = run(ROOT / "solutions" / "04_stacked_lstm.ipynb", *bad)
         assert res.returncode == 2 and f"argument {bad[0]}: must be" in res.stderr, res.stderr

@@ -1,4 +1,4 @@
-"""The task registry: every graded task, its points, its test and its hint, in one place.
+"""The task registry: every graded task, its points, its test and its hints, in one place.
 
 A task's test is a function of one :class:`TaskRun`. It draws inputs from ``run.rng``,
 computes the expected answer with ``lstmkit.reference`` (always here, in the grader's own
@@ -12,6 +12,10 @@ process), calls the learner's function through ``run.call`` and records named ch
   receives the return value as data; inputs come from the instructor's secret seed.
 
 A task's score is its points times the fraction of its checks that passed.
+
+Each task has two hints, both shown only after an attempt that fell short: ``hint``, a nudge
+towards the idea (which shapes, which equation, which trap), and ``method``, the way to the
+answer step by step, for a learner who is still stuck (see ``report``).
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class Task:
     title: str  # what the task asks, in a few words
     checks: tuple[str, ...]  # named checks, each an equal share of the points
     test: Callable[[TaskRun], None] = field(repr=False)
-    hint: str = ""
+    hint: str = ""  # a nudge towards the idea, without the answer
+    method: str = ""  # the way to the answer, step by step
     #: lstmkit functions that would do the task for the learner: {module: {names}}. They are
     #: not available in the learner's kernel while grading.
     forbids: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
@@ -65,7 +70,8 @@ def exercise(name: str, title: str, minutes: int) -> Exercise:
 
 
 def task(task_id: str, *, exercise: str, points: float, title: str, checks: tuple[str, ...],
-         hint: str, function: str | None = None, forbids: dict[str, set[str]] | None = None):
+         hint: str, method: str, function: str | None = None,
+         forbids: dict[str, set[str]] | None = None):
     """Decorator: register ``test`` as the test of task ``task_id``."""
     if exercise not in EXERCISES:
         raise ValueError(f"unknown exercise {exercise!r}")
@@ -74,7 +80,7 @@ def task(task_id: str, *, exercise: str, points: float, title: str, checks: tupl
         if task_id in TASKS:
             raise ValueError(f"task {task_id!r} is registered twice")
         TASKS[task_id] = Task(task_id, exercise, points, function or task_id, title, tuple(checks), test,
-                              hint, {m: frozenset(n) for m, n in (forbids or {}).items()})
+                              hint, method, {m: frozenset(n) for m, n in (forbids or {}).items()})
         return test
 
     return register
@@ -166,6 +172,7 @@ class TaskResult:
     checks: list[CheckResult]
     hint: str
     notes: list[str] = field(default_factory=list)
+    method: str = ""
 
     @property
     def passed(self) -> bool:
@@ -378,7 +385,7 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
     run = TaskRun(task, env, rng)
     n = len(task.checks)
 
-    def result(status: str, message: str, default_fail: str, hint: str = task.hint) -> TaskResult:
+    def result(status: str, message: str, default_fail: str, hints: bool = True) -> TaskResult:
         checks = [r if r is not None else CheckResult(name, False, default_fail)
                   for name, r in run.results.items()]
         passed = sum(c.ok for c in checks)
@@ -390,7 +397,7 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
                 first = next(c for c in checks if not c.ok)
                 message += f"; {first.name}: {first.message}"
         return TaskResult(task.id, points, float(task.points), status, _wire.one_line(message, 300), checks,
-                          hint, env.notes())
+                          task.hint if hints else "", env.notes(), task.method if hints else "")
 
     try:
         with warnings.catch_warnings():  # the grader's own arithmetic on odd values must stay quiet
@@ -404,8 +411,8 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
         return result("missing", msg, msg)
     except Fatal as exc:  # the notebook's time ran out, its kernel was lost, ...
         run.fail_open(task.checks, str(exc))
-        # a hint only where the learner's function was run (see report._hint_earned)
-        return result("error", str(exc), str(exc), task.hint if run.called else "")
+        # hints only where the learner's function was run (see report._hint_earned)
+        return result("error", str(exc), str(exc), hints=run.called)
     except CallError as exc:  # outside a `checking` block: fails what is still open
         run.fail_open(task.checks, _wire.one_line(error_text(exc.info), 300))
     except _BadValue as exc:

@@ -37,10 +37,14 @@ def headline(r: TaskResult, function: str) -> str:
 
 
 def _hint_earned(r: TaskResult) -> bool:
-    """A task's hint is shown only after an attempt that fell short: most hints spell out the
-    method, and one shown before the learner has tried (in the notebook, or in the feedback on
-    an unfinished submission that may be handed in again) would take the exercise away."""
-    return r.status in ("partial", "failed", "error") and bool(r.hint)
+    """A task's hints are shown only after an attempt that fell short: shown before the learner
+    has tried (in the notebook, or in the feedback on an unfinished submission that may be
+    handed in again), the method would take the exercise away. Then the nudge shows first and
+    the method stays folded, a click away, for a learner who is still stuck."""
+    return r.status in ("partial", "failed", "error") and bool(r.hint or r.method)
+
+
+METHOD = "still stuck? the method, step by step"
 
 
 class CheckView:
@@ -65,7 +69,10 @@ class CheckView:
             for c in r.checks:
                 lines.append(f"    {'✔' if c.ok else '✘'} {c.name}: {c.message if not c.ok else 'ok'}")
         if self._show_hint():
-            lines.append(f"    hint: {r.hint}")
+            if r.hint:
+                lines.append(f"    hint: {r.hint}")
+            if r.method:
+                lines.append(f"    {METHOD}: {r.method}")
         for note in r.notes:
             lines.append(f"    note: {note}")
         return "\n".join(lines)
@@ -86,9 +93,14 @@ class CheckView:
         table = f"<table style='border-collapse:collapse;margin:4px 0 2px 0'>{rows}</table>" if rows else ""
         hint = ""
         if self._show_hint():
+            method = ""
+            if r.method:
+                method = ("<details style='margin-top:3px'>"
+                          f"<summary style='cursor:pointer'>{METHOD}</summary>"
+                          f"<div style='padding:2px 0 0 14px'>{e(r.method)}</div></details>")
             hint = ("<details open style='margin-top:3px'>"
                     f"<summary style='cursor:pointer'>hint</summary>"
-                    f"<div style='padding:2px 0 0 14px'>{e(r.hint)}</div></details>")
+                    f"<div style='padding:2px 0 0 14px'>{e(r.hint)}{method}</div></details>")
         notes = "".join(f"<div style='opacity:0.8'>note: {e(n)}</div>" for n in r.notes)
         return (f"<div style='border-left:4px solid {color};padding:4px 10px;margin:4px 0;"
                 f"font-family:var(--jp-ui-font-family, sans-serif);font-size:13px;line-height:1.4'>"
@@ -133,7 +145,11 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
                              + ("" if c.ok else f": {md_text(c.message)}"))
             lines.append("")
         if _hint_earned(r):
-            lines += [f"*Hint:* {md_text(r.hint, 1000)}", ""]
+            if r.hint:
+                lines += [f"*Hint:* {md_text(r.hint, 1000)}", ""]
+            if r.method:  # folded, as in check(): the nudge first
+                lines += ["<details><summary>Still stuck? The method, step by step</summary>", "",
+                          md_text(r.method, 1000), "", "</details>", ""]
     if notes:
         lines += ["## Notes on running your notebook", ""]
         lines += [f"- {md_text(n)}" for n in notes]

@@ -51,8 +51,11 @@ EX01 = "01_rnns_and_vanishing_gradients"
 
 @task("rnn_step_forward", exercise=EX01, points=2, title="one step of a tanh RNN",
       checks=("h", "cache"), forbids=_RNN_FORBID,
-      hint="h = np.tanh(x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh). Each row of x is one example, so "
-           "the weights multiply from the right, transposed. Return (h, (x, h_prev, W_ih, W_hh, h)).")
+      hint="Follow the shapes: x is (B, I), one example per row, W_ih is (H, I), and h must come out (B, "
+           "H). Write the lesson's equation h = tanh(W_ih x + b_ih + W_hh h_prev + b_hh) so that every "
+           "product's inner dimensions match, and return the cache the docstring lists.",
+      method="h = np.tanh(x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh). Each row of x is one example, so "
+             "the weights multiply from the right, transposed. Return (h, (x, h_prev, W_ih, W_hh, h)).")
 def _rnn_step_forward(t: TaskRun):
     with t.checking("h", "cache"):
         for B, I, H in [(3, 4, 5), (1, 1, 1), (6, 3, 8)]:
@@ -85,9 +88,13 @@ def _check_cache(t: TaskRun, check: str, cache, parts) -> None:
 
 @task("rnn_step_backward", exercise=EX01, points=3, title="backward through one RNN step",
       checks=("x", "h_prev", "W_ih", "W_hh", "b_ih and b_hh"), forbids=_RNN_FORBID,
-      hint="First go back through the tanh: da = dh * (1 - h**2). Then every gradient is one product: "
-           "dx = da @ W_ih, dh_prev = da @ W_hh, dW_ih = da.T @ x, dW_hh = da.T @ h_prev, and both bias "
-           "gradients are da.sum(axis=0). Check the shapes: dW_ih must have W_ih's shape (H, I).")
+      hint="Two stages of the chain rule: first back through the tanh (its derivative can be written with "
+           "h, which the cache holds), then through the affine map. Every gradient has the shape of what "
+           "it is the gradient of: let that decide which matrix is transposed and on which side. A bias is "
+           "shared by all the examples of the batch.",
+      method="First go back through the tanh: da = dh * (1 - h**2). Then every gradient is one product: "
+             "dx = da @ W_ih, dh_prev = da @ W_hh, dW_ih = da.T @ x, dW_hh = da.T @ h_prev, and both bias "
+             "gradients are da.sum(axis=0). Check the shapes: dW_ih must have W_ih's shape (H, I).")
 def _rnn_step_backward(t: TaskRun):
     keys = ("x", "h_prev", "W_ih", "W_hh", "b_ih", "b_hh")
     with t.checking(*t.task.checks):
@@ -118,9 +125,12 @@ def _rnn_step_backward(t: TaskRun):
 
 @task("gradient_norms_through_time", exercise=EX01, points=2,
       title="||dL/dh_t|| for every step of a sequence", checks=("norms",), forbids=_RNN_FORBID,
-      hint="Run the sequence forward with your rnn_step_forward, keeping every cache. Then walk "
-           "backwards: start with dh = dh_last, record np.linalg.norm(dh) for step t, and get the "
-           "gradient of the step before from rnn_step_backward(dh, caches[t])['h_prev'].")
+      hint="You need dL/dh_t at every step, last to first. Run the sequence forward once, keeping every "
+           "step's cache; then go backwards one step at a time, each step handing its gradient with "
+           "respect to h_prev to the step before it.",
+      method="Run the sequence forward with your rnn_step_forward, keeping every cache. Then walk "
+             "backwards: start with dh = dh_last, record np.linalg.norm(dh) for step t, and get the "
+             "gradient of the step before from rnn_step_backward(dh, caches[t])['h_prev'].")
 def _gradient_norms(t: TaskRun):
     with t.checking("norms"):
         for T, B, I, H, gain in [(6, 2, 3, 4, 1.0), (1, 1, 1, 1, 1.0), (12, 3, 2, 5, 0.5), (8, 2, 3, 4, 3.0)]:
@@ -142,9 +152,12 @@ def _gradient_norms(t: TaskRun):
 
 @task("clip_grad_norm", exercise=EX01, points=2, title="gradient clipping by global norm",
       checks=("total_norm", "scales down above max_norm", "leaves small gradients alone"),
-      hint="total_norm = sqrt(sum of the squares of EVERY entry of EVERY gradient), one number for all "
-           "of them. If it is above max_norm, multiply every gradient by the same factor max_norm / "
-           "total_norm, which keeps the direction of the update and sets its length to max_norm.")
+      hint="Clipping by the global norm treats all the gradients together as one long vector: one norm for "
+           "all of them and, when it is too large, one scale factor for all of them, so that the update "
+           "keeps its direction. Gradients within the limit stay as they are.",
+      method="total_norm = sqrt(sum of the squares of EVERY entry of EVERY gradient), one number for all "
+             "of them. If it is above max_norm, multiply every gradient by the same factor max_norm / "
+             "total_norm, which keeps the direction of the update and sets its length to max_norm.")
 def _clip_grad_norm(t: TaskRun):
     def grads(scale):
         return {"W_ih": _normal(t.rng, 8, 3, scale=scale), "W_hh": _normal(t.rng, 8, 8, scale=scale),
@@ -180,9 +193,12 @@ _ORDER = "ifgo"
 
 @task("sigmoid", exercise=EX02, points=1, title="a logistic function that never overflows",
       checks=("values", "extreme inputs", "keeps the dtype"), forbids=_LSTM_FORBID,
-      hint="np.exp(-x) overflows for x < -710 (float64). Only ever exponentiate a non-positive number: "
-           "e = np.exp(-np.abs(x)); then sigmoid = 1 / (1 + e) where x >= 0 and e / (1 + e) where x < 0 "
-           "(np.where picks between them).")
+      hint="1 / (1 + exp(-x)) is right on paper, but exp(-x) overflows for large negative x. Rewrite the "
+           "formula for x < 0 so that the exponential only ever sees a number <= 0, then pick between the "
+           "two formulas element by element. Keep the input's dtype.",
+      method="np.exp(-x) overflows for x < -710 (float64). Only ever exponentiate a non-positive number: "
+             "e = np.exp(-np.abs(x)); then sigmoid = 1 / (1 + e) where x >= 0 and e / (1 + e) where x < 0 "
+             "(np.where picks between them).")
 def _sigmoid(t: TaskRun):
     with t.checking("values"):
         x = _normal(t.rng, 4, 6, scale=4.0)
@@ -230,9 +246,12 @@ def _lstm_mistakes(x, h_prev, c_prev, w, which: int):
 
 @task("lstm_step_forward", exercise=EX02, points=3, title="one step of an LSTM cell",
       checks=("h", "c", "cache"), forbids=_LSTM_FORBID,
-      hint="a = x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh has 4H columns: the blocks a[:, :H], "
-           "a[:, H:2*H], a[:, 2*H:3*H], a[:, 3*H:] are the gates i, f, g, o in this order. i, f, o use "
-           "your sigmoid, g uses np.tanh; then c = f * c_prev + i * g and h = o * np.tanh(c).")
+      hint="Like the RNN step, but 4H wide: one pair of products gives all four gates' pre-activations at "
+           "once. In torch's order the column blocks are i, f, g, o. Three gates are squashed by the "
+           "sigmoid and one by tanh; then the cell update and the output, as in the lesson's equations.",
+      method="a = x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh has 4H columns: the blocks a[:, :H], "
+             "a[:, H:2*H], a[:, 2*H:3*H], a[:, 3*H:] are the gates i, f, g, o in this order. i, f, o use "
+             "your sigmoid, g uses np.tanh; then c = f * c_prev + i * g and h = o * np.tanh(c).")
 def _lstm_step_forward(t: TaskRun):
     with t.checking("h", "c", "cache"):
         for B, I, H in [(3, 4, 5), (1, 1, 1), (4, 6, 3)]:
@@ -252,11 +271,15 @@ def _lstm_step_forward(t: TaskRun):
 
 @task("lstm_step_backward", exercise=EX02, points=4, title="backward through one LSTM step",
       checks=("x", "h_prev", "c_prev", "W_ih", "W_hh", "b_ih and b_hh"), forbids=_LSTM_FORBID,
-      hint="Go backwards through the forward equations. The cell's gradient has two sources: "
-           "dc_total = dc + dh * o * (1 - tanh(c)**2). Then do = dh * tanh(c), di = dc_total * g, "
-           "df = dc_total * c_prev, dg = dc_total * i and dc_prev = dc_total * f. Through the "
-           "nonlinearities: da = [di*i*(1-i), df*f*(1-f), dg*(1-g**2), do*o*(1-o)] (np.concatenate on "
-           "axis 1); then dx = da @ W_ih, dh_prev = da @ W_hh, dW_ih = da.T @ x, dW_hh = da.T @ h_prev.")
+      hint="Walk the forward equations from the last one to the first. The cell state receives gradient "
+           "from two places, the dc passed in and the path through h = o * tanh(c): add them before going "
+           "on. Then each gate, then back through its nonlinearity (the cache holds the gate values), then "
+           "the same products as in the RNN's backward step, 4H wide.",
+      method="Go backwards through the forward equations. The cell's gradient has two sources: "
+             "dc_total = dc + dh * o * (1 - tanh(c)**2). Then do = dh * tanh(c), di = dc_total * g, "
+             "df = dc_total * c_prev, dg = dc_total * i and dc_prev = dc_total * f. Through the "
+             "nonlinearities: da = [di*i*(1-i), df*f*(1-f), dg*(1-g**2), do*o*(1-o)] (np.concatenate on "
+             "axis 1); then dx = da @ W_ih, dh_prev = da @ W_hh, dW_ih = da.T @ x, dW_hh = da.T @ h_prev.")
 def _lstm_step_backward(t: TaskRun):
     keys = ("x", "h_prev", "c_prev", "W_ih", "W_hh", "b_ih", "b_hh")
     with t.checking(*t.task.checks):
@@ -303,9 +326,12 @@ def _seq_case(t: TaskRun, T, B, I, H):
 
 @task("lstm_sequence_forward", exercise=EX03, points=3, title="an LSTM over a whole sequence",
       checks=("y", "h_n", "c_n"), forbids=_SEQ_FORBID,
-      hint="Loop t = 0 .. T-1: h, c, _ = lstm_step_forward(x[t], h, c, W_ih, W_hh, b_ih, b_hh), starting "
-           "from h0, c0, and store y[t] = h in an array y = np.zeros((T, B, H)). h_n and c_n are the "
-           "states after the last step.")
+      hint="The state (h, c) is carried from each step to the next; the output of every step is collected. "
+           "Which of them is y, and which are h_n and c_n? Call your lstm_step_forward once per step, "
+           "starting from h0 and c0.",
+      method="Loop t = 0 .. T-1: h, c, _ = lstm_step_forward(x[t], h, c, W_ih, W_hh, b_ih, b_hh), starting "
+             "from h0, c0, and store y[t] = h in an array y = np.zeros((T, B, H)). h_n and c_n are the "
+             "states after the last step.")
 def _lstm_sequence_forward(t: TaskRun):
     with t.checking("y", "h_n", "c_n"):
         for T, B, I, H in [(5, 3, 4, 6), (1, 1, 1, 1), (9, 2, 3, 4)]:
@@ -329,8 +355,11 @@ def _lstm_sequence_forward(t: TaskRun):
 
 @task("many_to_one_logits", exercise=EX03, points=2, title="a many-to-one classifier's logits",
       checks=("logits",), forbids=_SEQ_FORBID,
-      hint="Run lstm_sequence_forward from zero states (np.zeros((B, H))), take the LAST hidden state "
-           "h_n (B, H) and apply the linear read-out: logits = h_n @ W_out.T + b_out, shape (B, K).")
+      hint="Many-to-one: the network reads the whole sequence, and one vector per example sums it up. "
+           "Which of the LSTM's outputs is that vector, and how does the read-out turn it into K logits "
+           "per example? The states start at zero.",
+      method="Run lstm_sequence_forward from zero states (np.zeros((B, H))), take the LAST hidden state "
+             "h_n (B, H) and apply the linear read-out: logits = h_n @ W_out.T + b_out, shape (B, K).")
 def _many_to_one(t: TaskRun):
     with t.checking("logits"):
         for T, B, I, H, K in [(6, 4, 3, 5, 3), (1, 1, 2, 2, 2), (10, 3, 2, 6, 4)]:
@@ -360,9 +389,13 @@ def _softmax_ce(logits, labels):
 
 @task("softmax_cross_entropy", exercise=EX03, points=3, title="softmax cross-entropy and its gradient",
       checks=("loss", "dlogits", "large logits"),
-      hint="Subtract each row's maximum before exponentiating (it changes nothing mathematically and "
-           "prevents overflow). log_probs = z - log(sum(exp(z))); loss = -mean of log_probs at the labels; "
-           "dlogits = (softmax - one_hot(labels)) / B.")
+      hint="Softmax does not change when the same number is subtracted from every logit of a row: choose "
+           "it so that no exponential can overflow, and work with log-probabilities. The loss is a mean "
+           "over the batch, so its gradient carries a 1 / B; the gradient with respect to the logits is "
+           "simple: probabilities minus something.",
+      method="Subtract each row's maximum before exponentiating (it changes nothing mathematically and "
+             "prevents overflow). log_probs = z - log(sum(exp(z))); loss = -mean of log_probs at the "
+             "labels; dlogits = (softmax - one_hot(labels)) / B.")
 def _softmax_cross_entropy(t: TaskRun):
     with t.checking("loss", "dlogits"):
         for B, K in [(5, 3), (1, 2), (8, 6)]:
@@ -394,9 +427,12 @@ EX04 = "04_stacked_lstm"
 @task("inverted_dropout", exercise=EX04, points=2, title="inverted dropout",
       checks=("p = 0 keeps x", "survivors are scaled by 1 / (1 - p)", "drops about a fraction p",
               "draws from rng"),
-      hint="mask = rng.random(x.shape) >= p keeps each entry with probability 1 - p; return "
-           "x * mask / (1 - p). Dividing by 1 - p keeps the expected value of every entry unchanged, so "
-           "nothing needs rescaling at test time.")
+      hint="Keep each entry with probability 1 - p and zero it otherwise, drawing from the rng you are "
+           "given. 'Inverted' means that training scales the survivors so that each entry keeps its "
+           "expected value, and nothing changes at test time: scaled by what?",
+      method="mask = rng.random(x.shape) >= p keeps each entry with probability 1 - p; return "
+             "x * mask / (1 - p). Dividing by 1 - p keeps the expected value of every entry unchanged, so "
+             "nothing needs rescaling at test time.")
 def _inverted_dropout(t: TaskRun):
     seed = lambda: np.random.default_rng(int(t.rng.integers(2**62)))
     with t.checking("p = 0 keeps x"):
@@ -456,10 +492,13 @@ def _equal(a, b) -> bool:
 
 @task("stacked_lstm_forward", exercise=EX04, points=3, title="a stacked LSTM with dropout between layers",
       checks=("y", "h_n and c_n", "dropout between layers"),
-      hint="Loop over the layers: y, h, c, _ = lstmkit.reference.lstm_forward(inp, h0[l], c0[l], "
-           "**layers[l]); collect h and c; the next layer's input is y, passed through "
-           "inverted_dropout(y, dropout, rng) when dropout > 0 and l is not the last layer. "
-           "Stack the final states with np.stack.")
+      hint="Each layer's output sequence is the next layer's input. Dropout goes between layers only, "
+           "never after the last one. Each layer starts from its own h0[l], c0[l] and ends in its own "
+           "final states, which the function returns stacked, one per layer.",
+      method="Loop over the layers: y, h, c, _ = lstmkit.reference.lstm_forward(inp, h0[l], c0[l], "
+             "**layers[l]); collect h and c; the next layer's input is y, passed through "
+             "inverted_dropout(y, dropout, rng) when dropout > 0 and l is not the last layer. "
+             "Stack the final states with np.stack.")
 def _stacked(t: TaskRun):
     def expected(x, h0, c0, layers, drop=None):
         inp, hs, cs = x, [], []
@@ -518,9 +557,11 @@ def _merge(yf, yb, mode):
 
 @task("merge_directions", exercise=EX05, points=2, title="the four merge modes",
       checks=(*_MODES, "unknown mode raises ValueError"),
-      hint="concat: np.concatenate([y_fwd, y_bwd], axis=-1) (the forward features first); "
-           "sum: y_fwd + y_bwd; mul: y_fwd * y_bwd; ave: (y_fwd + y_bwd) / 2. For any other mode, "
-           "raise ValueError(f'unknown merge mode {mode!r}').")
+      hint="Both inputs are (T, B, H). Which mode doubles the features, and which keep H? And what should "
+           "the function do with a mode it does not know?",
+      method="concat: np.concatenate([y_fwd, y_bwd], axis=-1) (the forward features first); "
+             "sum: y_fwd + y_bwd; mul: y_fwd * y_bwd; ave: (y_fwd + y_bwd) / 2. For any other mode, "
+             "raise ValueError(f'unknown merge mode {mode!r}').")
 def _merge_directions(t: TaskRun):
     T, B, H = 4, 3, 5
     yf, yb = _normal(t.rng, T, B, H), _normal(t.rng, T, B, H)
@@ -542,10 +583,13 @@ def _merge_directions(t: TaskRun):
 
 @task("bidirectional_lstm_forward", exercise=EX05, points=3, title="a bidirectional LSTM layer",
       checks=("y (concat)", "y (sum, mul, ave)", "h_n", "c_n"),
-      hint="Forward: lstmkit.reference.lstm_forward(x, h0[0], c0[0], **fwd). Backward: run the second "
-           "LSTM on the time-reversed input x[::-1] from h0[1], c0[1], then flip its outputs back with "
-           "[::-1] so that y_bwd[t] belongs to step t. Merge with merge_directions; "
-           "h_n = np.stack([h_fwd, h_bwd]).")
+      hint="The backward direction reads the sequence from its last step to its first, so its output comes "
+           "out in reverse order. Put it back in time order before merging, so that both directions' "
+           "outputs at index t describe step t. Each direction has its own initial states.",
+      method="Forward: lstmkit.reference.lstm_forward(x, h0[0], c0[0], **fwd). Backward: run the second "
+             "LSTM on the time-reversed input x[::-1] from h0[1], c0[1], then flip its outputs back with "
+             "[::-1] so that y_bwd[t] belongs to step t. Merge with merge_directions; "
+             "h_n = np.stack([h_fwd, h_bwd]).")
 def _bidirectional(t: TaskRun):
     def expected(x, h0, c0, fwd, bwd, mode):
         yf, hf, cf, _ = ref.lstm_forward(x, h0[0], c0[0], **fwd)
@@ -590,10 +634,14 @@ def _true_convolution(x, w):
 
 @task("conv2d_same", exercise=EX06, points=2, title="a 'same' 2-D convolution",
       checks=("shape", "3 x 3 kernel", "1 x 1 and 5 x 5 kernels"), forbids=_CONV_FORBID,
-      hint="Pad the frame with p = k // 2 zeros on each side: np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))). "
-           "Then, for each kernel offset (di, dj), take the shifted patch xp[:, :, di:di+Hh, dj:dj+Ww] "
-           "(B, C, Hh, Ww) and add np.einsum('bchw,oc->bohw', patch, w[:, :, di, dj]). Do not flip the "
-           "kernel: deep-learning 'convolution' is cross-correlation.")
+      hint="'same' means the output keeps the frame's height and width: pad with zeros, half the kernel "
+           "size on each side. In deep learning 'convolution' is cross-correlation: the kernel is not "
+           "flipped. Try a 3 x 3 kernel on a frame with a single non-zero pixel and work out the answer by "
+           "hand.",
+      method="Pad the frame with p = k // 2 zeros on each side: np.pad(x, ((0, 0), (0, 0), (p, p), (p, "
+             "p))). Then, for each kernel offset (di, dj), take the shifted patch xp[:, :, di:di+Hh, "
+             "dj:dj+Ww] (B, C, Hh, Ww) and add np.einsum('bchw,oc->bohw', patch, w[:, :, di, dj]). Do not "
+             "flip the kernel: deep-learning 'convolution' is cross-correlation.")
 def _conv2d(t: TaskRun):
     for k, check, shapes in [(3, "3 x 3 kernel", [(2, 3, 6, 7, 4), (1, 1, 3, 3, 1)]),
                              (1, "1 x 1 and 5 x 5 kernels", [(2, 2, 5, 5, 3)]),
@@ -618,8 +666,12 @@ def _conv2d(t: TaskRun):
 
 @task("encode_frames", exercise=EX06, points=2, title="a CNN encoder applied to every frame",
       checks=("features",), forbids=_CONV_FORBID,
-      hint="Fold time into the batch: clip.reshape(T * B, C, Hh, Ww), one call of conv2d_same, np.maximum(0, "
-           "...) for the ReLU, .mean(axis=(2, 3)) for global average pooling, then reshape to (T, B, O).")
+      hint="The same CNN runs on every frame, so the frames of all steps can go through it together: fold "
+           "time into the batch, run the convolution, the ReLU and the pooling once, and unfold to (T, B, "
+           "O) at the end.",
+      method="Fold time into the batch: clip.reshape(T * B, C, Hh, Ww), one call of conv2d_same, "
+             "np.maximum(0, ...) for the ReLU, .mean(axis=(2, 3)) for global average pooling, then reshape "
+             "to (T, B, O).")
 def _encode_frames(t: TaskRun):
     with t.checking("features"):
         for T, B, C, Hh, Ww, O, k in [(4, 2, 3, 6, 5, 4, 3), (1, 1, 1, 3, 3, 1, 1), (3, 3, 2, 5, 5, 3, 3)]:
@@ -649,10 +701,14 @@ def _convlstm_variant(x, h_prev, c_prev, W, b, wp=None, *, flip=False, swap=Fals
 
 @task("convlstm_step_forward", exercise=EX06, points=3, title="one ConvLSTM step",
       checks=("h", "c", "peepholes"), forbids=_CONV_FORBID,
-      hint="a = conv2d_same(np.concatenate([x, h_prev], axis=1), W) + b[None, :, None, None] has 4 C_h "
-           "channels: the gates i, f, g, o in blocks of C_h channels. With peepholes, add w_peep[0] * c_prev "
-           "to a_i and w_peep[1] * c_prev to a_f before the sigmoid, and w_peep[2] * c (the NEW cell "
-           "state) to a_o.")
+      hint="The LSTM step with every matrix product replaced by a convolution over the input and the "
+           "previous hidden state, stacked as channels. The 4 C_h output channels hold the gates i, f, g, "
+           "o in blocks. With peepholes, the input and forget gates look at the old cell state, the output "
+           "gate at the new one.",
+      method="a = conv2d_same(np.concatenate([x, h_prev], axis=1), W) + b[None, :, None, None] has 4 C_h "
+             "channels: the gates i, f, g, o in blocks of C_h channels. With peepholes, add w_peep[0] * "
+             "c_prev to a_i and w_peep[1] * c_prev to a_f before the sigmoid, and w_peep[2] * c (the NEW "
+             "cell state) to a_o.")
 def _convlstm(t: TaskRun):
     for peep in (False, True):
         names = ("peepholes",) if peep else ("h", "c")
@@ -708,10 +764,14 @@ def _gates_expected(a, c_prev):
 @task("lstm_gates_numba", exercise=EX09, points=3, title="the fused LSTM gate update as a Numba kernel",
       checks=("compiled with @njit", "float64", "float32 stays float32", "extreme pre-activations"),
       forbids=_NUMBA_FORBID,
-      hint="Decorate with @njit. Allocate h = np.empty_like(c_prev) and c = np.empty_like(c_prev), then two "
-           "loops: for b in range(B): for j in range(H): read a[b, j], a[b, H + j], a[b, 2*H + j], "
-           "a[b, 3*H + j]; apply your scalar sigmoid (only exponentiate -|x|) and math.tanh; write "
-           "c[b, j] and h[b, j]. np.empty_like keeps the input's dtype.")
+      hint="Inside @njit, loops over elements are fast: write the gate update element by element, two "
+           "nested loops over b and j, reading unit j's four pre-activations from a's four blocks of H "
+           "columns. Your scalar sigmoid must be safe for large |x| here too, and the outputs keep the "
+           "input's dtype.",
+      method="Decorate with @njit. Allocate h = np.empty_like(c_prev) and c = np.empty_like(c_prev), then "
+             "two loops: for b in range(B): for j in range(H): read a[b, j], a[b, H + j], a[b, 2*H + j], "
+             "a[b, 3*H + j]; apply your scalar sigmoid (only exponentiate -|x|) and math.tanh; write c[b, "
+             "j] and h[b, j]. np.empty_like keeps the input's dtype.")
 def _lstm_gates_numba(t: TaskRun):
     # "compiled" is checked after the first call: an unattempted kernel earns nothing for its decorator.
     for dtype, check, rtol in [(np.float64, "float64", 1e-10), (np.float32, "float32 stays float32", 2e-6)]:
@@ -758,10 +818,13 @@ def _gates_backward_case(rng, B, H):
 @task("lstm_gates_backward_numba", exercise=EX09, points=3,
       title="the gate update's backward pass as a Numba kernel",
       checks=("compiled with @njit", "da", "dc_prev"), forbids=_NUMBA_FORBID,
-      hint="Per element: tc = math.tanh(c[b, j]); dct = dc[b, j] + dh[b, j] * o * (1 - tc*tc); then "
-           "da[b, j] = dct * g * i * (1 - i), da[b, H+j] = dct * c_prev[b, j] * f * (1 - f), "
-           "da[b, 2H+j] = dct * i * (1 - g*g), da[b, 3H+j] = dh[b, j] * tc * o * (1 - o), "
-           "dc_prev[b, j] = dct * f.")
+      hint="This is the gate part of lstm_step_backward, element by element, with the gate values from the "
+           "forward pass. The cell state's gradient has two sources, dc and the path through h: add them "
+           "first, then work out each gate's pre-activation gradient and dc_prev.",
+      method="Per element: tc = math.tanh(c[b, j]); dct = dc[b, j] + dh[b, j] * o * (1 - tc*tc); then "
+             "da[b, j] = dct * g * i * (1 - i), da[b, H+j] = dct * c_prev[b, j] * f * (1 - f), "
+             "da[b, 2H+j] = dct * i * (1 - g*g), da[b, 3H+j] = dh[b, j] * tc * o * (1 - o), "
+             "dc_prev[b, j] = dct * f.")
 def _lstm_gates_backward_numba(t: TaskRun):
     with t.checking("da", "dc_prev"):
         for B, H in [(3, 5), (1, 1), (6, 8)]:
