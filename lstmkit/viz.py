@@ -442,12 +442,14 @@ def text_activation(text: str, values: Sequence[float], *, width: int = 64, max_
     for r, row in enumerate(rows):
         grid[r, :len(row)] = [v for _, v in row]
     m = float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 1.0
-    fig, ax = plt.subplots(figsize=(7.0, 0.32 * len(rows) + 0.9), dpi=DPI, layout="constrained")
+    # ~0.12 in (10 px) per character, so that 8-point characters can be read in their cells
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.12 * width + 1.2), 0.3 * len(rows) + 0.9), dpi=DPI,
+                           layout="constrained")
     # a colour scale wider than the data keeps the cells light enough to read the characters
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-1.6 * m, vmax=1.6 * m, aspect="auto", interpolation="nearest")
     for r, row in enumerate(rows):
         for c, (ch, _) in enumerate(row):
-            ax.text(c, r, ch, ha="center", va="center", fontsize=6.5, family="monospace")
+            ax.text(c, r, ch, ha="center", va="center", fontsize=8, family="monospace")
     ax.set_xticks([])
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([str(r + 1) for r in range(len(rows))], fontsize="x-small")
