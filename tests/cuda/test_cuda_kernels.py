@@ -369,6 +369,46 @@ def test_import_is_lazy_and_status_never_raises_without_the_simulator():
         assert "NUMBA_ENABLE_CUDASIM=1" in "\n".join(message)
 
 
+def test_a_gpu_counts_only_once_a_kernel_ran_on_it(monkeypatch):
+    """A driver and a device are not enough: without the CUDA libraries Numba cannot compile,
+    and the status must say so (and how to fix it) instead of "gpu"."""
+    D._run_a_kernel()  # the test kernel itself, on whatever this run has (simulator or GPU)
+    from numba import cuda
+
+    class Device:
+        name, compute_capability = b"Some GPU", (9, 0)
+
+    monkeypatch.setattr(D, "_simulated", lambda: False)
+    monkeypatch.setattr(cuda, "list_devices", lambda: [Device()], raising=False)
+    monkeypatch.setattr(cuda, "is_available", lambda: True)
+    monkeypatch.setattr(cuda, "get_current_device", lambda: Device())
+    assert D._probe() == D.CudaStatus("gpu", "Some GPU, compute capability 9.0", "Some GPU")
+
+    def no_nvvm():
+        raise RuntimeError("libNVVM cannot be found. Do `conda install cudatoolkit`:\nmore")
+
+    monkeypatch.setattr(D, "_run_a_kernel", no_nvvm)
+    status = D._probe()
+    assert status.mode == "none" and status.device_name is None
+    assert status.reason.startswith("Some GPU is here, but Numba cannot run a kernel on it: libNVVM")
+    assert "numba-cuda[cu12]" in status.reason and "\n" not in status.reason
+
+
+def test_gpu_usable_decides_before_numba_is_imported(monkeypatch, tmp_path):
+    """Lesson 09's first cell: no driver, no GPU at once; with one, a fresh process decides."""
+    path = os.environ.get("PATH", "")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert D.gpu_usable() == (False, "no NVIDIA driver here (nvidia-smi is not on the PATH)")
+    fake = tmp_path / "nvidia-smi"  # a driver's tool on the PATH: the fresh process is asked
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{path}")
+    mode, reason = D._status_in_fresh_process()
+    assert mode in ("gpu", "none") and reason
+    assert D.gpu_usable() == (mode == "gpu", reason)
+    assert D._status_in_fresh_process(simulator=True)[0] == "simulator"
+
+
 # ------------------------------------------------------------- torch CUDA tensors (real GPU)
 
 
