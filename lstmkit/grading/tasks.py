@@ -125,9 +125,9 @@ def _rnn_step_backward(t: TaskRun):
 
 @task("gradient_norms_through_time", exercise=EX01, points=2,
       title="||dL/dh_t|| for every step of a sequence", checks=("norms",), forbids=_RNN_FORBID,
-      hint="You need dL/dh_t at every step, last to first. Run the sequence forward once, keeping every "
-           "step's cache; then go backwards one step at a time, each step handing its gradient with "
-           "respect to h_prev to the step before it.",
+      hint="You meet the steps last to first, but norms[t] belongs to step t: store each norm at its index "
+           "rather than appending. norms[T-1] is the norm of dh_last itself; record each step's norm "
+           "before you go back to the step before it.",
       method="Run the sequence forward with your rnn_step_forward, keeping every cache. Then walk "
              "backwards: start with dh = dh_last, record np.linalg.norm(dh) for step t, and get the "
              "gradient of the step before from rnn_step_backward(dh, caches[t])['h_prev'].")
@@ -154,7 +154,8 @@ def _gradient_norms(t: TaskRun):
       checks=("total_norm", "scales down above max_norm", "leaves small gradients alone"),
       hint="Clipping by the global norm treats all the gradients together as one long vector: one norm for "
            "all of them and, when it is too large, one scale factor for all of them, so that the update "
-           "keeps its direction. Gradients within the limit stay as they are.",
+           "keeps its direction. If the total norm is within the limit, return the gradients unchanged. "
+           "The norm you return is the one before clipping.",
       method="total_norm = sqrt(sum of the squares of EVERY entry of EVERY gradient), one number for all "
              "of them. If it is above max_norm, multiply every gradient by the same factor max_norm / "
              "total_norm, which keeps the direction of the update and sets its length to max_norm.")
@@ -248,7 +249,8 @@ def _lstm_mistakes(x, h_prev, c_prev, w, which: int):
       checks=("h", "c", "cache"), forbids=_LSTM_FORBID,
       hint="Like the RNN step, but 4H wide: one pair of products gives all four gates' pre-activations at "
            "once. In torch's order the column blocks are i, f, g, o. Three gates are squashed by the "
-           "sigmoid and one by tanh; then the cell update and the output, as in the lesson's equations.",
+           "sigmoid and one by tanh; then the cell update and the output, as in the lesson's equations. "
+           "The cache holds the gate values after their nonlinearities, as the docstring lists.",
       method="a = x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh has 4H columns: the blocks a[:, :H], "
              "a[:, H:2*H], a[:, 2*H:3*H], a[:, 3*H:] are the gates i, f, g, o in this order. i, f, o use "
              "your sigmoid, g uses np.tanh; then c = f * c_prev + i * g and h = o * np.tanh(c).")
@@ -272,9 +274,10 @@ def _lstm_step_forward(t: TaskRun):
 @task("lstm_step_backward", exercise=EX02, points=4, title="backward through one LSTM step",
       checks=("x", "h_prev", "c_prev", "W_ih", "W_hh", "b_ih and b_hh"), forbids=_LSTM_FORBID,
       hint="Walk the forward equations from the last one to the first. The cell state receives gradient "
-           "from two places, the dc passed in and the path through h = o * tanh(c): add them before going "
-           "on. Then each gate, then back through its nonlinearity (the cache holds the gate values), then "
-           "the same products as in the RNN's backward step, 4H wide.",
+           "from two places, the dc passed in and the path through h = o * tanh(c): add them into one "
+           "total for c. That total feeds i, f, g and c_prev, while o gets its gradient from dh and "
+           "tanh(c) alone. Then go back through each gate's nonlinearity (the cache holds the gate "
+           "values), then the same products as in the RNN's backward step, 4H wide.",
       method="Go backwards through the forward equations. The cell's gradient has two sources: "
              "dc_total = dc + dh * o * (1 - tanh(c)**2). Then do = dh * tanh(c), di = dc_total * g, "
              "df = dc_total * c_prev, dg = dc_total * i and dc_prev = dc_total * f. Through the "
@@ -327,8 +330,8 @@ def _seq_case(t: TaskRun, T, B, I, H):
 @task("lstm_sequence_forward", exercise=EX03, points=3, title="an LSTM over a whole sequence",
       checks=("y", "h_n", "c_n"), forbids=_SEQ_FORBID,
       hint="The state (h, c) is carried from each step to the next; the output of every step is collected. "
-           "Which of them is y, and which are h_n and c_n? Call your lstm_step_forward once per step, "
-           "starting from h0 and c0.",
+           "Which of them is y, and which are h_n and c_n? Call the given lstm_step_forward once per step, "
+           "starting from h0 and c0; it also returns a cache, which you can ignore here.",
       method="Loop t = 0 .. T-1: h, c, _ = lstm_step_forward(x[t], h, c, W_ih, W_hh, b_ih, b_hh), starting "
              "from h0, c0, and store y[t] = h in an array y = np.zeros((T, B, H)). h_n and c_n are the "
              "states after the last step.")
@@ -355,9 +358,9 @@ def _lstm_sequence_forward(t: TaskRun):
 
 @task("many_to_one_logits", exercise=EX03, points=2, title="a many-to-one classifier's logits",
       checks=("logits",), forbids=_SEQ_FORBID,
-      hint="Many-to-one: the network reads the whole sequence, and one vector per example sums it up. "
+      hint="Many-to-one: the network reads the whole sequence, and one vector per example summarises it. "
            "Which of the LSTM's outputs is that vector, and how does the read-out turn it into K logits "
-           "per example? The states start at zero.",
+           "per example? The states start at zero; their size H is W_hh's second dimension.",
       method="Run lstm_sequence_forward from zero states (np.zeros((B, H))), take the LAST hidden state "
              "h_n (B, H) and apply the linear read-out: logits = h_n @ W_out.T + b_out, shape (B, K).")
 def _many_to_one(t: TaskRun):
@@ -493,8 +496,9 @@ def _equal(a, b) -> bool:
 @task("stacked_lstm_forward", exercise=EX04, points=3, title="a stacked LSTM with dropout between layers",
       checks=("y", "h_n and c_n", "dropout between layers"),
       hint="Each layer's output sequence is the next layer's input. Dropout goes between layers only, "
-           "never after the last one. Each layer starts from its own h0[l], c0[l] and ends in its own "
-           "final states, which the function returns stacked, one per layer.",
+           "never after the last one: call your inverted_dropout there, with the rng you are given. Each "
+           "layer starts from its own h0[l], c0[l] and ends in its own final states, which the function "
+           "returns stacked, one per layer.",
       method="Loop over the layers: y, h, c, _ = lstmkit.reference.lstm_forward(inp, h0[l], c0[l], "
              "**layers[l]); collect h and c; the next layer's input is y, passed through "
              "inverted_dropout(y, dropout, rng) when dropout > 0 and l is not the last layer. "
@@ -557,8 +561,9 @@ def _merge(yf, yb, mode):
 
 @task("merge_directions", exercise=EX05, points=2, title="the four merge modes",
       checks=(*_MODES, "unknown mode raises ValueError"),
-      hint="Both inputs are (T, B, H). Which mode doubles the features, and which keep H? And what should "
-           "the function do with a mode it does not know?",
+      hint="Both inputs are (T, B, H), with the features on the last axis. Which mode doubles the "
+           "features, in which order do the two directions go, and what should the function do with a mode "
+           "it does not know?",
       method="concat: np.concatenate([y_fwd, y_bwd], axis=-1) (the forward features first); "
              "sum: y_fwd + y_bwd; mul: y_fwd * y_bwd; ave: (y_fwd + y_bwd) / 2. For any other mode, "
              "raise ValueError(f'unknown merge mode {mode!r}').")
@@ -635,9 +640,9 @@ def _true_convolution(x, w):
 @task("conv2d_same", exercise=EX06, points=2, title="a 'same' 2-D convolution",
       checks=("shape", "3 x 3 kernel", "1 x 1 and 5 x 5 kernels"), forbids=_CONV_FORBID,
       hint="'same' means the output keeps the frame's height and width: pad with zeros, half the kernel "
-           "size on each side. In deep learning 'convolution' is cross-correlation: the kernel is not "
-           "flipped. Try a 3 x 3 kernel on a frame with a single non-zero pixel and work out the answer by "
-           "hand.",
+           "size (rounded down) on each side. In deep learning 'convolution' is cross-correlation: the "
+           "kernel is not flipped. Try a 3 x 3 kernel on a frame with a single non-zero pixel and work out "
+           "the answer by hand.",
       method="Pad the frame with p = k // 2 zeros on each side: np.pad(x, ((0, 0), (0, 0), (p, p), (p, "
              "p))). Then, for each kernel offset (di, dj), take the shifted patch xp[:, :, di:di+Hh, "
              "dj:dj+Ww] (B, C, Hh, Ww) and add np.einsum('bchw,oc->bohw', patch, w[:, :, di, dj]). Do not "
@@ -666,9 +671,9 @@ def _conv2d(t: TaskRun):
 
 @task("encode_frames", exercise=EX06, points=2, title="a CNN encoder applied to every frame",
       checks=("features",), forbids=_CONV_FORBID,
-      hint="The same CNN runs on every frame, so the frames of all steps can go through it together: fold "
-           "time into the batch, run the convolution, the ReLU and the pooling once, and unfold to (T, B, "
-           "O) at the end.",
+      hint="The same CNN runs on every frame, so all T * B frames can go through it as one batch. Keep the "
+           "order of the docstring: the convolution, then the ReLU, then global average pooling, a mean "
+           "over the height and the width (not a maximum, not a sum).",
       method="Fold time into the batch: clip.reshape(T * B, C, Hh, Ww), one call of conv2d_same, "
              "np.maximum(0, ...) for the ReLU, .mean(axis=(2, 3)) for global average pooling, then reshape "
              "to (T, B, O).")
@@ -764,10 +769,9 @@ def _gates_expected(a, c_prev):
 @task("lstm_gates_numba", exercise=EX09, points=3, title="the fused LSTM gate update as a Numba kernel",
       checks=("compiled with @njit", "float64", "float32 stays float32", "extreme pre-activations"),
       forbids=_NUMBA_FORBID,
-      hint="Inside @njit, loops over elements are fast: write the gate update element by element, two "
-           "nested loops over b and j, reading unit j's four pre-activations from a's four blocks of H "
-           "columns. Your scalar sigmoid must be safe for large |x| here too, and the outputs keep the "
-           "input's dtype.",
+      hint="Inside @njit, plain loops over elements are fast: compute each (b, j) element on its own. Unit "
+           "j's four pre-activations sit in a's four blocks of H columns, in the order i, f, g, o. Your "
+           "scalar sigmoid must be safe for large |x| here too, and the outputs keep c_prev's dtype.",
       method="Decorate with @njit. Allocate h = np.empty_like(c_prev) and c = np.empty_like(c_prev), then "
              "two loops: for b in range(B): for j in range(H): read a[b, j], a[b, H + j], a[b, 2*H + j], "
              "a[b, 3*H + j]; apply your scalar sigmoid (only exponentiate -|x|) and math.tanh; write c[b, "
@@ -818,9 +822,10 @@ def _gates_backward_case(rng, B, H):
 @task("lstm_gates_backward_numba", exercise=EX09, points=3,
       title="the gate update's backward pass as a Numba kernel",
       checks=("compiled with @njit", "da", "dc_prev"), forbids=_NUMBA_FORBID,
-      hint="This is the gate part of lstm_step_backward, element by element, with the gate values from the "
-           "forward pass. The cell state's gradient has two sources, dc and the path through h: add them "
-           "first, then work out each gate's pre-activation gradient and dc_prev.",
+      hint="This is the gate part of lstm_step_backward, element by element. The cell state's gradient has "
+           "two sources, dc and the path through h: their sum feeds the i, f and g gates and dc_prev, "
+           "while the output gate gets its gradient from dh alone. gates holds the values after the "
+           "nonlinearities, so write each derivative with the value itself.",
       method="Per element: tc = math.tanh(c[b, j]); dct = dc[b, j] + dh[b, j] * o * (1 - tc*tc); then "
              "da[b, j] = dct * g * i * (1 - i), da[b, H+j] = dct * c_prev[b, j] * f * (1 - f), "
              "da[b, 2H+j] = dct * i * (1 - g*g), da[b, 3H+j] = dh[b, j] * tc * o * (1 - o), "
