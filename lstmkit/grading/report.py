@@ -44,7 +44,7 @@ def _hint_earned(r: TaskResult) -> bool:
     return r.status in ("partial", "failed", "error") and bool(r.hint or r.method)
 
 
-METHOD = "still stuck? the method, step by step"
+_METHOD = "still stuck? the method, step by step"
 
 
 class CheckView:
@@ -72,7 +72,7 @@ class CheckView:
             if r.hint:
                 lines.append(f"    hint: {r.hint}")
             if r.method:
-                lines.append(f"    {METHOD}: {r.method}")
+                lines.append(f"    {_METHOD}: {r.method}")
         for note in r.notes:
             lines.append(f"    note: {note}")
         return "\n".join(lines)
@@ -96,7 +96,7 @@ class CheckView:
             method = ""
             if r.method:
                 method = ("<details style='margin-top:3px'>"
-                          f"<summary style='cursor:pointer'>{METHOD}</summary>"
+                          f"<summary style='cursor:pointer'>{_METHOD}</summary>"
                           f"<div style='padding:2px 0 0 14px'>{e(r.method)}</div></details>")
             hint = ("<details open style='margin-top:3px'>"
                     f"<summary style='cursor:pointer'>hint</summary>"

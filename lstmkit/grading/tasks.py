@@ -51,8 +51,8 @@ EX01 = "01_rnns_and_vanishing_gradients"
 
 @task("rnn_step_forward", exercise=EX01, points=2, title="one step of a tanh RNN",
       checks=("h", "cache"), forbids=_RNN_FORBID,
-      hint="Follow the shapes: x is (B, I), one example per row, W_ih is (H, I), and h must come out (B, "
-           "H). Write the lesson's equation h = tanh(W_ih x + b_ih + W_hh h_prev + b_hh) so that every "
+      hint="Follow the shapes: x is (B, I), one example per row, W_ih is (H, I), and h must come out "
+           "(B, H). Write the lesson's equation h = tanh(W_ih x + b_ih + W_hh h_prev + b_hh) so that every "
            "product's inner dimensions match, and return the cache the docstring lists.",
       method="h = np.tanh(x @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh). Each row of x is one example, so "
              "the weights multiply from the right, transposed. Return (h, (x, h_prev, W_ih, W_hh, h)).")
