@@ -178,11 +178,13 @@ def main() -> None:
             reply = None
             _in_learner = True
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
                     value = fn(*args, **kwargs)
                 _in_learner = False
-                reply = {"ok": True, "value": _wire.encode(value)}
+                # (a few, short: the grader checks e.g. whether a sigmoid overflowed)
+                said = [f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught[:5]]
+                reply = {"ok": True, "value": _wire.encode(value), "warnings": said}
                 _wire.pack(reply)  # too large? find out here, not in send()
             except BaseException as exc:
                 _in_learner = False

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import linecache
+import os
 import struct
 import traceback
 
@@ -72,7 +73,8 @@ def encode(obj) -> object:
         if isinstance(o, int):
             return {"__int__": str(o)} if abs(o) >= 2**53 else o
         if isinstance(o, float):
-            return o if np.isfinite(o) else {"__float__": repr(o)}
+            # (float(): NumPy 2's repr of np.float64(inf) is "np.float64(inf)", not "inf")
+            return o if np.isfinite(o) else {"__float__": repr(float(o))}
         if isinstance(o, (np.generic, np.ndarray)):
             return _enc_array(np.asarray(o))
         if isinstance(o, tuple):
@@ -227,6 +229,11 @@ def one_line(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# lstmkit's own files: an error raised in them (a reference function given a wrong shape) is
+# placed at the learner's line that called them, wherever lstmkit is installed
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
 def describe_exception(exc: BaseException, skip_files: tuple[str, ...] = ()) -> dict:
     """Type, message and where in the learner's code it happened (the deepest frame whose file
     is not in a library), e.g. {"type": "ValueError", "message": "...", "where": "in f, line 3:
@@ -235,6 +242,7 @@ def describe_exception(exc: BaseException, skip_files: tuple[str, ...] = ()) -> 
     try:
         frames = traceback.extract_tb(exc.__traceback__)
         own = [f for f in frames if not any(s in f.filename for s in skip_files)
+               and not f.filename.startswith(_PACKAGE)
                and "site-packages" not in f.filename and "/lib/python" not in f.filename]
         if own:
             f = own[-1]
@@ -244,6 +252,32 @@ def describe_exception(exc: BaseException, skip_files: tuple[str, ...] = ()) -> 
         pass
     try:
         message = str(exc)
+        message = _numba_typing(message) or message
     except Exception:
         message = "(the exception's message could not be read)"
     return {"type": one_line(type(exc).__name__, 80), "message": one_line(message), "where": one_line(where)}
+
+
+def _numba_typing(message: str) -> str | None:
+    """Numba's typing errors run to dozens of lines, and a one-line cut keeps none of what the
+    learner needs: what could not be typed, and the line of their code. Those two, and for a
+    value of type none, where it usually comes from; None for any other message."""
+    if not message.startswith("Failed in nopython mode pipeline"):
+        return None
+    lines = [line.strip() for line in message.splitlines()]
+    body = [line for line in lines[1:] if line and not line.startswith("During:")]
+    what = body[0] if body else "Numba could not compile it"
+    signature = next((line[3:].strip() for line in body if line.startswith(">>>")), "")
+    if signature:  # "No implementation of function Function(<built-in function mul>) found ..."
+        what = f"Numba has no implementation of {signature}"
+    where = ""
+    for k, line in enumerate(lines):  # File "...", line N: / def ...: / ... / the line / ^
+        if line.startswith("File ") and ", line " in line:
+            caret = next((m for m in range(k + 1, min(k + 12, len(lines))) if lines[m] == "^"), None)
+            source = f" {lines[caret - 1]}" if caret else ""
+            where = f" (at line {line.rsplit(', line ', 1)[1].rstrip(':')}:{source})"
+    none = ""
+    if "none" in signature.replace("None", ""):
+        none = (" A none comes from a function that returns nothing or only raises: does a helper "
+                "still raise NotImplementedError?")
+    return f"{what}{where}.{none}"

@@ -436,6 +436,7 @@ class _KernelEnvironment(Environment):
         if reply.get("missing"):
             raise Missing(name)
         if reply["ok"]:
+            self.last_warnings = reply["warnings"]
             return reply["value"]
         if reply.get("not_implemented"):
             raise NotAttempted(reply["error"].get("message", ""))

@@ -100,6 +100,8 @@ class LocalEnvironment(Environment):
             except Exception as exc:
                 info = _wire.describe_exception(exc, skip_files=("lstmkit/grading", "<lstmkit"))
                 raise CallError(info) from None
+        self.last_warnings = [f"{w.category.__name__}: {_wire.one_line(str(w.message), 240)}"
+                              for w in caught[:5]]
         for w in caught:
             note = f"{name} caused a {w.category.__name__}: {_wire.one_line(str(w.message), 160)}"
             if note not in self._notes:

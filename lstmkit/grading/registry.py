@@ -130,7 +130,10 @@ class Fatal(Exception):
 
 
 class Environment:
-    """Where the learner's functions live. ``call`` raises the exceptions above."""
+    """Where the learner's functions live. ``call`` raises the exceptions above; after a call
+    that returned, ``last_warnings`` holds the warnings it raised ("Category: message")."""
+
+    last_warnings: list[str] = []
 
     def call(self, name: str, task_id: str, args: tuple, kwargs: dict):  # pragma: no cover
         raise NotImplementedError
@@ -200,6 +203,10 @@ class TaskRun:
         """Call the function under test."""
         self.called = True
         return self.env.call(self.task.function, self.task.id, args, kwargs)
+
+    def warned(self, text: str) -> str | None:
+        """The first warning of the last call that returned whose text contains ``text``."""
+        return next((w for w in self.env.last_warnings if text in w), None)
 
     def learner(self, name: str) -> Callable:
         """Another of the learner's functions (e.g. a helper the task builds on)."""
@@ -272,13 +279,18 @@ class TaskRun:
         return tuple(value)
 
     def mapping(self, value, keys, what: str = "the result") -> dict:
+        """value, checked to be a dict with ``keys``; ``what`` names it ("the return value")."""
         if not isinstance(value, dict):
-            raise _BadValue(f"{what} should be a dict with keys {', '.join(map(repr, keys))}, "
+            raise _BadValue(f"{what} should be a dict with the keys {', '.join(map(repr, keys))}, "
                             f"got {describe(value)}")
         missing = [k for k in keys if k not in value]
         if missing:
-            raise _BadValue(f"{what} has no key {', '.join(map(repr, missing))} "
-                            f"(it has {', '.join(map(repr, list(value)[:8])) or 'none'})")
+            s = "s" if len(missing) > 1 else ""
+            message = (f"{what} has no key{s} {', '.join(map(repr, missing))} "
+                       f"(it has {', '.join(map(repr, list(value)[:8])) or 'none'})")
+            if all(f"d{k}" in value for k in missing):
+                message += f"; name each gradient after its variable: {missing[0]!r}, not 'd{missing[0]}'"
+            raise _BadValue(message)
         return value
 
     def compare(self, check: str, actual, expected, *, layout: str = "", what: str | None = None,
@@ -360,13 +372,32 @@ def compare(actual, expected, *, layout: str = "", what: str = "the result", rto
     if dtype is not None and isinstance(actual, np.ndarray) and actual.dtype != np.dtype(dtype):
         return False, f"{what} has dtype {actual.dtype}, expected {np.dtype(dtype)} (the dtype of the input)"
     if np.isnan(a).any() and not np.isnan(e).any():
+        if a.ndim == 0:
+            return False, f"{what} is NaN{_mistake(a, mistakes, rtol)}"
         idx = tuple(int(i) for i in np.argwhere(np.isnan(a))[0])
-        return False, f"{what} contains NaN (first at index {list(idx)}){_mistake(a, mistakes, rtol)}"
+        return False, (f"{what} contains NaN (first at index {list(idx)}{_gate_of(layout, a.shape, idx)})"
+                       f"{_mistake(a, mistakes, rtol)}")
     ok, err, idx = _close(a, e, rtol)
     if ok:
         return True, f"max error {err:.1e}"
-    where = f" (at index {list(idx)}: {a[idx]:.6g}, expected {e[idx]:.6g})" if idx else ""
+    if a.ndim == 0:
+        return False, f"{what} is {a[()]:.6g}, expected {e[()]:.6g}{_mistake(a, mistakes, rtol)}"
+    where = (f" (at index {list(idx)}{_gate_of(layout, a.shape, idx)}: {a[idx]:.6g}, expected {e[idx]:.6g})"
+             if idx else "")
     return False, f"{what} is off by up to {err:.3g}{where}{_mistake(a, mistakes, rtol)}"
+
+
+def _gate_of(layout: str, shape: tuple, idx: tuple) -> str:
+    """", gate o of unit 2" where the layout names an axis 4H (gate blocks i, f, g, o of H
+    units each, as in torch): the learner finds the line to fix without working out j // H."""
+    axes = [d.strip() for d in layout.strip().strip("()").split(",") if d.strip()]
+    if len(axes) != len(shape) or "4H" not in axes:
+        return ""
+    p = axes.index("4H")
+    H = shape[p] // 4
+    if H == 0 or shape[p] % 4:
+        return ""
+    return f", gate {'ifgo'[idx[p] // H]} of unit {idx[p] % H}"
 
 
 def _mistake(a: np.ndarray, mistakes, rtol: float) -> str:
@@ -392,7 +423,7 @@ def run_task(task: Task, env: Environment, rng: np.random.Generator) -> TaskResu
         points = round(task.points * passed / n, 2) if status not in ("not attempted", "missing") else 0.0
         if status == "checked":
             status = "passed" if passed == n else "partial" if passed else "failed"
-            message = f"{passed}/{n} checks passed"
+            message = f"{passed}/{n} check{'s' if n > 1 else ''} passed"
             if passed < n:
                 first = next(c for c in checks if not c.ok)
                 message += f"; {first.name}: {first.message}"

@@ -33,7 +33,7 @@ def headline(r: TaskResult, function: str) -> str:
         return "the check passed" if n == 1 else f"all {n} checks passed"
     if r.status == "error":
         return r.message
-    return f"{passed} of {n} checks passed"
+    return f"{passed} of {n} check{'s' if n > 1 else ''} passed"
 
 
 def _hint_earned(r: TaskResult) -> bool:
@@ -45,6 +45,22 @@ def _hint_earned(r: TaskResult) -> bool:
 
 
 _METHOD = "still stuck? the method, step by step"
+
+
+def _rows(checks) -> list[tuple[bool, str, str]]:
+    """(ok, names, message) per check, failed checks with the same message in one row: a return
+    value of the wrong form fails every check of a task alike, and six copies hide the point."""
+    rows: list[tuple[bool, str, str]] = []
+    where: dict[str, int] = {}
+    for c in checks:
+        if not c.ok and c.message in where:
+            k = where[c.message]
+            rows[k] = (False, f"{rows[k][1]}, {c.name}", c.message)
+            continue
+        if not c.ok:
+            where[c.message] = len(rows)
+        rows.append((c.ok, c.name, c.message))
+    return rows
 
 
 class CheckView:
@@ -66,8 +82,8 @@ class CheckView:
         lines = [f"{_ICON[r.status]} {r.task} ({self.title}): {headline(r, self.function)} "
                  f"[{fmt_points(r.points)}/{fmt_points(r.max_points)} points]"]
         if self._show_checks():
-            for c in r.checks:
-                lines.append(f"    {'✔' if c.ok else '✘'} {c.name}: {c.message if not c.ok else 'ok'}")
+            for ok, names, message in _rows(r.checks):
+                lines.append(f"    {'✔' if ok else '✘'} {names}: {message if not ok else 'ok'}")
         if self._show_hint():
             if r.hint:
                 lines.append(f"    hint: {r.hint}")
@@ -83,12 +99,13 @@ class CheckView:
         color = _COLOR[r.status]
         rows = ""
         if self._show_checks():
-            for c in r.checks:
-                color_ok = _COLOR["passed" if c.ok else "failed"]
-                mark = f"<span style='color:{color_ok}'>{'✔' if c.ok else '✘'}</span>"
-                detail = "" if c.ok else e(c.message)
+            for ok, names, message in _rows(r.checks):
+                color_ok = _COLOR["passed" if ok else "failed"]
+                mark = f"<span style='color:{color_ok}'>{'✔' if ok else '✘'}</span>"
+                detail = "" if ok else e(message)
                 rows += (f"<tr><td style='padding:1px 6px;text-align:left'>{mark}</td>"
-                         f"<td style='padding:1px 6px;text-align:left;white-space:nowrap'>{e(c.name)}</td>"
+                         f"<td style='padding:1px 6px;text-align:left;white-space:"
+                         f"{'normal' if ', ' in names else 'nowrap'}'>{e(names)}</td>"
                          f"<td style='padding:1px 6px;text-align:left;opacity:0.8'>{detail}</td></tr>")
         table = f"<table style='border-collapse:collapse;margin:4px 0 2px 0'>{rows}</table>" if rows else ""
         hint = ""
@@ -140,9 +157,9 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
         lines += [f"## {md_text(r.task)}: {md_text(titles.get(r.task, ''))}", "",
                   f"{fmt_points(r.points)} / {fmt_points(r.max_points)} points. {md_text(r.message)}", ""]
         if r.status not in ("not attempted", "missing"):
-            for c in r.checks:
-                lines.append(f"- {'✔' if c.ok else '✘'} **{md_text(c.name)}**"
-                             + ("" if c.ok else f": {md_text(c.message)}"))
+            for ok, names, message in _rows(r.checks):
+                lines.append(f"- {'✔' if ok else '✘'} **{md_text(names)}**"
+                             + ("" if ok else f": {md_text(message)}"))
             lines.append("")
         if _hint_earned(r):
             if r.hint:

@@ -176,7 +176,8 @@ class Kernel:
     def call(self, name: str, task: str, args: tuple, kwargs: dict, timeout: float) -> dict:
         """Call the learner's function ``name`` (or the one passed to ``check(task, ...)``).
 
-        Returns {"ok": True, "value": decoded} or {"ok": False, "error": {...}, "not_implemented":
+        Returns {"ok": True, "value": decoded, "warnings": [str, ...]} (the warnings the call
+        raised, "Category: message", at most 5) or {"ok": False, "error": {...}, "not_implemented":
         bool} or {"ok": False, "missing": True}. Raises CallTimeout or KernelDied.
         """
         deadline = time.monotonic() + timeout
@@ -185,7 +186,9 @@ class Kernel:
         reply = self._receive_or_interrupt(deadline)
         if reply.get("ok") is True:
             try:
-                return {"ok": True, "value": _wire.decode(reply.get("value"))}
+                said = reply.get("warnings")
+                said = [_wire.one_line(str(w), 240) for w in said[:5]] if isinstance(said, list) else []
+                return {"ok": True, "value": _wire.decode(reply.get("value")), "warnings": said}
             except _wire.WireError as exc:
                 self._die(f"the kernel sent a value that does not decode ({exc})")
         if reply.get("missing") is True:

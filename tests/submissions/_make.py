@@ -212,6 +212,10 @@ for fd in range(3, 40):           # garbage and fake replies on every descriptor
 '''],
     "02_good.ipynb": GOOD02,
     "09_good_but_one_plain_python.ipynb": GOOD09,
+    # right values by luck (1 / (1 + inf) is 0), but the task is a sigmoid that never overflows:
+    # the overflow warnings, raised in the learner's kernel, must reach the grader
+    "02_overflowing_sigmoid.ipynb": [IMPORTS, "def sigmoid(x):\n    return 1 / (1 + np.exp(-x))",
+                                     'check("sigmoid", sigmoid)'],
 }
 
 #: identifier -> (total points, max points, a substring of the status ("ok" means exactly "ok"))
@@ -236,6 +240,7 @@ EXPECTED = {
     "lies_to_the_grader.ipynb": (0, 9, ""),
     "02_good.ipynb": (8, 8, "ok"),
     "09_good_but_one_plain_python.ipynb": (5, 6, "ok"),
+    "02_overflowing_sigmoid.ipynb": (0.67, 8, "ok"),
 }
 
 
