@@ -485,3 +485,82 @@ def test_check_withholds_what_the_grader_withholds(capsys, monkeypatch):
     exec("import lstmkit.nn\ndef encode_frames(clip, w):\n    return lstmkit.nn.ConvLSTM", notebook)
     r = run("encode_frames", notebook)
     assert any("lstmkit.nn is used here" in n for n in r.notes)
+
+
+# ------------------------------------------------------------- what a failed check says
+
+
+def test_messages_name_the_gate_and_show_scalars():
+    e = np.zeros((2, 8))  # (B, 4H) with H = 2: column 6 is gate o of unit 0
+    e[1, 6] = 1.0
+    ok, msg = compare(np.zeros((2, 8)), e, layout="(B, 4H)", what="da")
+    assert not ok and "(at index [1, 6], gate o of unit 0: 0, expected 1)" in msg
+    assert "gate" not in compare(np.zeros((2, 8)), e, layout="(B, H)")[1]
+    ok, msg = compare(np.float64(2.5), 1.25, what="loss")
+    assert not ok and msg == "loss is 2.5, expected 1.25"
+    assert compare(np.float64(np.nan), 1.0, what="loss")[1] == "loss is NaN"
+
+
+def test_the_usual_backward_slips_are_named():
+    def output_gate_from_the_sum(dh, dc, cache):  # do = dc_total * tanh(c)
+        x, h_prev, c_prev, W_ih, W_hh, i, f, g, o, c = cache
+        tc = np.tanh(c)
+        dct = dc + dh * o * (1 - tc ** 2)
+        da = np.concatenate([dct * g * i * (1 - i), dct * c_prev * f * (1 - f), dct * i * (1 - g ** 2),
+                             dct * tc * o * (1 - o)], axis=1)
+        return {"x": da @ W_ih, "h_prev": da @ W_hh, "c_prev": dct * f, "W_ih": da.T @ x,
+                "W_hh": da.T @ h_prev, "b_ih": da.sum(0), "b_hh": da.sum(0)}
+
+    r = run("lstm_step_backward", {"lstm_step_backward": output_gate_from_the_sum})
+    assert r.status == "partial"  # dc_prev does not depend on o
+    assert "give the output gate the cell's summed gradient" in r.message
+    assert ", gate o of unit" in next(c.message for c in r.checks if c.name == "W_ih")
+
+
+def test_a_numba_typing_error_names_the_line_and_the_stub():
+    from numba import njit
+
+    @njit
+    def sigmoid_scalar(x):
+        raise NotImplementedError()
+
+    @njit
+    def lstm_gates_numba(a, c_prev):
+        h = np.empty_like(c_prev)
+        for b in range(c_prev.shape[0]):
+            for j in range(c_prev.shape[1]):
+                h[b, j] = sigmoid_scalar(a[b, j]) * c_prev[b, j]
+        return h, h
+
+    r = run("lstm_gates_numba", {"lstm_gates_numba": lstm_gates_numba, "sigmoid_scalar": sigmoid_scalar})
+    text = repr(CheckView(r, "lstm_gates_numba", "t"))
+    assert "Numba has no implementation of mul(none, float64)" in text
+    assert "h[b, j] = sigmoid_scalar(a[b, j]) * c_prev[b, j]" in text
+    assert "does a helper still raise NotImplementedError?" in text
+    assert "candidate implementations" not in text
+
+
+def test_an_error_inside_lstmkit_points_at_the_learners_line():
+    from lstmkit import reference
+
+    def many_to_one_logits(x, params, W_out, b_out):
+        z = np.zeros((x.shape[1], params["W_ih"].shape[0]))  # 4H wide, not H
+        return reference.lstm_step_forward(x[0], z, z, **params)[0] @ W_out.T + b_out
+
+    try:
+        many_to_one_logits(np.zeros((2, 3, 4)), {k: np.zeros(s) for k, s in
+                           [("W_ih", (8, 4)), ("W_hh", (8, 2)), ("b_ih", (8,)), ("b_hh", (8,))]},
+                           np.zeros((3, 2)), np.zeros(3))
+    except ValueError as exc:
+        info = _wire.describe_exception(exc)
+    assert info["where"].startswith("in many_to_one_logits, line ")
+    assert "reference.lstm_step_forward(x[0], z, z, **params)" in info["where"]
+
+
+def test_checks_that_fail_alike_are_shown_once():
+    r = run("lstm_step_backward", {"lstm_step_backward": lambda dh, dc, cache: {"dx": 1, "dh_prev": 1}})
+    text = repr(CheckView(r, "lstm_step_backward", "t"))
+    assert text.count("the return value has no keys") == 1
+    assert "✘ x, h_prev, c_prev, W_ih, W_hh, b_ih and b_hh: the return value has no keys" in text
+    md = feedback_markdown("s", "t", [r], 0, 4, "ok", [], {})
+    assert md.count("has no keys") == 2  # the task's one-line summary and the one grouped check
