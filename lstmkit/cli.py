@@ -8,6 +8,7 @@ Subcommands import what they need lazily, so ``lstmkit --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.metadata as md
 import platform
@@ -121,7 +122,8 @@ def _check_cuda(say) -> None:
         from lstmkit.devices import cuda_status
 
         status = cuda_status()
-        say(_line(True if status.mode != "none" else None, "cuda", str(status)))
+        optional = "; optional: no lesson needs a GPU" if status.mode == "none" else ""
+        say(_line(True if status.mode != "none" else None, "cuda", f"{status}{optional}"))
     except Exception as exc:  # informational only
         say(_line(None, "cuda", f"could not be checked ({type(exc).__name__}: {exc})"))
 
@@ -131,15 +133,32 @@ def _check_cuda(say) -> None:
 MIN_MEMORY_MB = 512
 
 
+# Below this, a notebook's time runs out while its kernel starts (about 2 s) and its first cells
+# run: every notebook would score 0. (Cells and calls get at least 5 s each of what remains.)
+MIN_TIMEOUT_S = 10
+
+
 def _seconds(text: str) -> float:
-    """argparse type: a time limit, seconds > 0."""
+    """argparse type: a notebook's time limit, MIN_TIMEOUT_S seconds or more."""
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value < 1e6:  # (also refuses nan and inf, which the kernel's polls cannot wait for)
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0 (and below a million), "
-                                         f"got {text!r}")
+    if not MIN_TIMEOUT_S <= value < 1e6:  # (and not nan or inf, which the kernel's polls cannot wait for)
+        raise argparse.ArgumentTypeError(f"must be a number of seconds from {MIN_TIMEOUT_S} (starting a "
+                                         f"kernel and running the first cells takes a few) up to a "
+                                         f"million, got {text!r}")
+    return value
+
+
+def secret_seed(text: str) -> int:
+    """argparse type (and the check of $LSTMKIT_SECRET_SEED): 0 or a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text!r}")
     return value
 
 
@@ -155,18 +174,22 @@ def _memory_mb(text: str) -> int:
     return value
 
 
-def _add_grading_commands(sub) -> None:
-    """``grade`` and ``exercises build``; their code lives in lstmkit.grading.commands (imported lazily)."""
+def _add_grading_commands(sub) -> dict:
+    """``grade`` and ``exercises build``, whose code lives in lstmkit.grading.commands (imported
+    lazily); returns their parsers by command."""
     g = sub.add_parser("grade", help="grade submitted exercise notebooks (files or folders)",
                        description="Run each notebook in a sandboxed kernel of its own, call the "
                                    "learner's functions on inputs from a secret seed and compare with "
                                    "lstmkit.reference. Exit code 0 when every notebook has full marks, "
-                                   "1 otherwise.")
+                                   "1 otherwise, 2 when nothing was graded (no notebook, a bad "
+                                   "option).")
     g.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebook files or folders of them")
     g.add_argument("--out", metavar="CSV", help="write grades (one row per notebook) to this CSV file")
-    g.add_argument("--secret-seed", type=int, default=None, metavar="N",
-                   help="seed of the test inputs (default: $LSTMKIT_SECRET_SEED, else 0)")
-    g.add_argument("--timeout", type=_seconds, default=120.0, metavar="S", help="seconds per notebook (120)")
+    g.add_argument("--secret-seed", type=secret_seed, default=None, metavar="N",
+                   help="seed of the test inputs, 0 or a positive integer (default: $LSTMKIT_SECRET_SEED, "
+                        "else 0, the seed a learner grading their own notebook uses)")
+    g.add_argument("--timeout", type=_seconds, default=120.0, metavar="S",
+                   help=f"seconds per notebook (120; at least {MIN_TIMEOUT_S})")
     g.add_argument("--memory-mb", type=_memory_mb, default=3072, metavar="MB",
                    help=f"address-space limit of each learner kernel (3072; 0: no limit; else at least "
                         f"{MIN_MEMORY_MB})")
@@ -177,26 +200,49 @@ def _add_grading_commands(sub) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--verbose", action="store_true", help="print every task of every notebook")
     g.set_defaults(grading_handler="grade_main")
-    ex = sub.add_parser("exercises", help="exercise notebooks").add_subparsers(dest="action", required=True)
-    b = ex.add_parser("build", help="write exercises/ from solutions/")
+    ex = sub.add_parser("exercises", help="exercise notebooks").add_subparsers(dest="action", required=True,
+                                                                               metavar="build")
+    b = ex.add_parser("build", help="write exercises/ from solutions/",
+                      description="Write each exercises/NN_topic.ipynb from solutions/NN_topic.ipynb: "
+                                  "the answers between ### BEGIN SOLUTION and ### END SOLUTION become "
+                                  "`raise NotImplementedError()`, outputs are cleared, and the grade "
+                                  "cells are checked against lstmkit/grading/tasks.py.")
     b.add_argument("--check", action="store_true", help="only compare; exit 1 when exercises/ is out of date")
     b.add_argument("--root", default=".", help="folder holding solutions/ and exercises/ (default: ., "
                                                "else an editable install's own checkout, which it names)")
     b.set_defaults(grading_handler="build_main")
+    return {"grade": g, "exercises": b}
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extra: list[str]) -> None:
+    """Exit with the subcommand's own usage, and the option meant where one is close: argparse
+    reports a mistyped option with the top-level usage only."""
+    options = [o for action in parser._actions for o in action.option_strings]
+    flags = [e.split("=")[0] for e in extra if e.startswith("-")]
+    guess = next((m[0] for f in flags if (m := difflib.get_close_matches(f, options, n=1))), None)
+    meant = f" (did you mean {guess}?)" if guess else ""
+    parser.error(f"unrecognized arguments: {' '.join(extra)}{meant}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lstmkit", description="Tools for the LSTM course.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="check that this machine can run the course")
-    bench.add_arguments(sub.add_parser(
+    parsers = {}
+    parsers["doctor"] = sub.add_parser("doctor", help="check that this machine can run the course",
+                   description="Check Python, the packages, the widget front end, a first compile of "
+                               "the CPU kernels and CUDA (optional: no lesson needs a GPU), one line "
+                               "each, with the fix for anything that fails. Exit code 0 when "
+                               "everything required works.")
+    bench.add_arguments(parsers.setdefault("bench", sub.add_parser(
         "bench", help="time lstmkit's LSTM backends against torch.nn.LSTM",
         description="Time lstmkit's LSTM backends against torch.nn.LSTM (same weights, same threads), "
                     "interleaved in one process: median time, GFLOP/s, torch/lstmkit and the fraction "
                     "of this machine's SGEMM peak, for forward and training over a grid of batch and "
-                    "hidden sizes (input = hidden; by default T = 100)."))
-    _add_grading_commands(sub)
-    args = parser.parse_args(argv)
+                    "hidden sizes (input = hidden; by default T = 100).")))
+    parsers.update(_add_grading_commands(sub))
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unrecognized(parsers[args.command], extra)
     if getattr(args, "grading_handler", None):  # grade, exercises build
         from lstmkit.grading import commands
 

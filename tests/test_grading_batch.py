@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import csv
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -138,9 +140,46 @@ def test_cli_for_a_learner_and_for_classroom_ci(tmp_path):
     feedback = [f.read_text() for f in (tmp_path / "lessons" / "feedback").glob("*.md")]
     assert len(feedback) == len(lessons)
     assert not any("*Hint:*" in f or "Still stuck" in f for f in feedback)  # nothing was tried
-    for bad in (["--timeout", "-1"], ["--timeout", "inf"], ["--jobs", "0"], ["--memory-mb", "100"]):
+    for bad in (["--timeout", "-1"], ["--timeout", "inf"], ["--timeout", "3"], ["--jobs", "0"],
+                ["--memory-mb", "100"], ["--secret-seed", "-5"]):
         res = run(ROOT / "solutions" / "04_stacked_lstm.ipynb", *bad)
         assert res.returncode == 2 and f"argument {bad[0]}: must be" in res.stderr, res.stderr
+
+
+def test_cli_refuses_before_grading_what_would_fail_after_it(tmp_path):
+    """Grading a class takes minutes: a bad seed, an output that cannot be written or a file
+    that is no notebook is said at once, with exit code 2, and nothing is written."""
+    cli = [sys.executable, "-m", "lstmkit", "grade", "--quiet"]
+    run = lambda *args, env=None: subprocess.run([*cli, *map(str, args)], capture_output=True, text=True,
+                                                 env=env)
+    nb = ROOT / "solutions" / "04_stacked_lstm.ipynb"
+    res = run(nb, env={**os.environ, "LSTMKIT_SECRET_SEED": "-3"})
+    assert res.returncode == 2 and "LSTMKIT_SECRET_SEED must be 0 or a positive integer" in res.stderr
+    res = run(nb, "--out", tmp_path)
+    assert res.returncode == 2 and "--out names a folder" in res.stderr
+    (tmp_path / "file").write_text("")
+    res = run(nb, "--out", tmp_path / "file" / "g.csv")
+    assert res.returncode == 2 and "--out: cannot write into" in res.stderr
+    res = run(ROOT / "README.md")
+    assert res.returncode == 2 and "README.md is not a notebook (.ipynb)" in res.stderr
+    res = run(nb, "--timout", "30")
+    assert res.returncode == 2 and "did you mean --timeout?" in res.stderr
+    assert "usage: lstmkit grade" in res.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+    # a class without a secret seed is told; feedback left by an earlier run is pointed out
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(nb, folder / f"{name}.ipynb")
+    res = run(folder, "--out", tmp_path / "g.csv", env={k: v for k, v in os.environ.items()
+                                                         if k != "LSTMKIT_SECRET_SEED"})
+    assert "note: no secret seed" in res.stderr and "from an earlier run" not in res.stdout
+    (folder / "b.ipynb").unlink()
+    res = run(folder, "--out", tmp_path / "g.csv", "--secret-seed", "7")
+    assert "note: no secret seed" not in res.stderr
+    assert "note: 1 other feedback file in " in res.stdout and "(b.md) is from an earlier run" in res.stdout
+    res = run(folder)
+    assert "(nothing saved: --out grades.csv writes the grades" in res.stdout
 
 
 def test_the_learner_kernel_gets_no_graded_code():

@@ -114,6 +114,8 @@ def find_submissions(paths) -> list[Submission]:
             candidates = [(nb, nb.relative_to(p).as_posix()) for nb in sorted(p.rglob("*.ipynb"))
                           if ".ipynb_checkpoints" not in nb.parts and nb.is_file()]
         elif p.exists():
+            if p.suffix != ".ipynb":
+                raise ValueError(f"{p} is not a notebook (.ipynb)")
             candidates = [(p, p.name)]
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")

@@ -117,8 +117,8 @@ def _validate(nb: dict, name: str, path: Path) -> None:
             raise BuildError(f"{path.name}: grade cell {gid!r} is not a task of exercise {name} "
                              f"(tasks: {', '.join(expected)})")
         if points != expected[gid]:
-            raise BuildError(f"{path.name}: grade cell {gid!r} has {points:g} points; the registry says "
-                             f"{expected[gid]:g}")
+            raise BuildError(f"{path.name}: grade cell {gid!r} has {points:g} points; the registry, "
+                             f"lstmkit/grading/tasks.py, says {expected[gid]:g}")
     missing = [t for t in expected if t not in graded]
     if missing:
         raise BuildError(f"{path.name}: no grade cell for task(s) {', '.join(missing)}")

@@ -21,6 +21,10 @@ def fmt_points(p: float) -> str:
     return f"{round(float(p), 2):g}"
 
 
+def _points(max_points: float) -> str:
+    return "point" if max_points == 1 else "points"
+
+
 def headline(r: TaskResult, function: str) -> str:
     n = len(r.checks)
     passed = sum(c.ok for c in r.checks)
@@ -80,7 +84,7 @@ class CheckView:
     def __repr__(self) -> str:
         r = self.result
         lines = [f"{_ICON[r.status]} {r.task} ({self.title}): {headline(r, self.function)} "
-                 f"[{fmt_points(r.points)}/{fmt_points(r.max_points)} points]"]
+                 f"[{fmt_points(r.points)}/{fmt_points(r.max_points)} {_points(r.max_points)}]"]
         if self._show_checks():
             for ok, names, message in _rows(r.checks):
                 lines.append(f"    {'✔' if ok else '✘'} {names}: {message if not ok else 'ok'}")
@@ -123,8 +127,8 @@ class CheckView:
                 f"font-family:var(--jp-ui-font-family, sans-serif);font-size:13px;line-height:1.4'>"
                 f"<div><span style='color:{color};font-weight:bold'>{_ICON[r.status]} {e(r.task)}</span> "
                 f"<span style='opacity:0.7'>({e(self.title)})</span>: {e(headline(r, self.function))} "
-                f"<span style='opacity:0.7'>[{fmt_points(r.points)}/{fmt_points(r.max_points)} points]"
-                f"</span></div>{table}{hint}{notes}</div>")
+                f"<span style='opacity:0.7'>[{fmt_points(r.points)}/{fmt_points(r.max_points)} "
+                f"{_points(r.max_points)}]</span></div>{table}{hint}{notes}</div>")
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -155,7 +159,8 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
         lines.append("")
     for r in results:
         lines += [f"## {md_text(r.task)}: {md_text(titles.get(r.task, ''))}", "",
-                  f"{fmt_points(r.points)} / {fmt_points(r.max_points)} points. {md_text(r.message)}", ""]
+                  f"{fmt_points(r.points)} / {fmt_points(r.max_points)} {_points(r.max_points)}. "
+                  f"{md_text(r.message)}", ""]
         if r.status not in ("not attempted", "missing"):
             for ok, names, message in _rows(r.checks):
                 lines.append(f"- {'✔' if ok else '✘'} **{md_text(names)}**"
