@@ -106,12 +106,16 @@ class SubmissionResult:
 
 def find_submissions(paths) -> list[Submission]:
     """Notebooks named by ``paths`` (files, or folders searched recursively), with identifiers:
-    the path relative to the folder given, or the file name for a file given directly."""
+    the path relative to the folder given (after the folder's own name, where several paths are
+    given: one folder per group or section), or the file name for a file given directly; the
+    full path where two would be the same."""
     found: list[tuple[Path, str]] = []
     seen: set[Path] = set()
+    paths = list(paths)
     for p in map(Path, paths):
         if p.is_dir():
-            candidates = [(nb, nb.relative_to(p).as_posix()) for nb in sorted(p.rglob("*.ipynb"))
+            prefix = f"{p.resolve().name}/" if len(paths) > 1 else ""
+            candidates = [(nb, prefix + nb.relative_to(p).as_posix()) for nb in sorted(p.rglob("*.ipynb"))
                           if ".ipynb_checkpoints" not in nb.parts and nb.is_file()]
         elif p.exists():
             if p.suffix != ".ipynb":
