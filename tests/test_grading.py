@@ -564,3 +564,17 @@ def test_checks_that_fail_alike_are_shown_once():
     assert "✘ x, h_prev, c_prev, W_ih, W_hh, b_ih and b_hh: the return value has no keys" in text
     md = feedback_markdown("s", "t", [r], 0, 4, "ok", [], {})
     assert md.count("has no keys") == 2  # the task's one-line summary and the one grouped check
+
+
+def test_the_usual_slips_of_the_sequence_loop_are_named():
+    from lstmkit.reference import lstm_step_forward
+
+    def stored_before_the_step(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+        h, c, y = h0, c0, np.zeros((len(x),) + h0.shape)
+        for t in range(len(x)):
+            y[t] = h
+            h, c, _ = lstm_step_forward(x[t], h, c, W_ih, W_hh, b_ih, b_hh)
+        return y, h, c
+
+    r = run("lstm_sequence_forward", {"lstm_sequence_forward": stored_before_the_step})
+    assert r.points == 2 and "store h before the step instead of after it" in r.message

@@ -226,7 +226,8 @@ def _lstm_variant(x, h_prev, c_prev, w, order: str = "ifgo", *, bias=True, g_act
                   tanh_in_h=True, tanh_on_g_twice=False):
     """An LSTM step computed with one of the usual slips (the defaults give the right answer)."""
     H = h_prev.shape[1]
-    a = x @ w["W_ih"].T + h_prev @ w["W_hh"].T + ((w["b_ih"] + w["b_hh"]) if bias else 0)
+    b = {True: w["b_ih"] + w["b_hh"], False: 0, "b_ih": w["b_ih"], "b_hh": w["b_hh"]}[bias]
+    a = x @ w["W_ih"].T + h_prev @ w["W_hh"].T + b
     blocks = {name: a[:, k * H:(k + 1) * H] for k, name in enumerate(order)}
     i, f, o = (ref.sigmoid(blocks[n]) for n in "ifo")
     g = g_act(blocks["g"])
@@ -243,6 +244,7 @@ def _lstm_mistakes(x, h_prev, c_prev, w, which: int):
             out.append((f"take the gates in the order {', '.join(order)} (the order is i, f, g, o)",
                         _lstm_variant(x, h_prev, c_prev, w, order)[which]))
     slips = [("leave out the biases", dict(bias=False)),
+             ("add b_ih but not b_hh", dict(bias="b_ih")), ("add b_hh but not b_ih", dict(bias="b_hh")),
              ("use a sigmoid for the candidate g", dict(g_act=ref.sigmoid)),
              ("apply tanh to g twice (g is already a tanh)", dict(tanh_on_g_twice=True))]
     if which == 0:
@@ -377,12 +379,24 @@ def _lstm_sequence_forward(t: TaskRun):
             cs = np.stack(cs)
             y, h_n, c_n = t.unpack(t.call(x, h0, c0, w["W_ih"], w["W_hh"], w["b_ih"], w["b_hh"]), 3,
                                    "(y, h_n, c_n)")
+            h, kept_c0 = h0, []
+            for s in range(T):
+                h = ref.lstm_step_forward(x[s], h, c0, **w)[0]
+                kept_c0.append(h)
             t.compare("y", y, y_ref, layout="(T, B, H)", mistakes=[
                 ("store the cell states c_t in y instead of h_t", cs),
                 ("restart from h0 and c0 at every step", np.stack([
-                    ref.lstm_step_forward(x[s], h0, c0, **w)[0] for s in range(T)]))])
-            t.compare("h_n", h_n, h_ref, layout="(B, H)", mistakes=[("return h0", h0)])
-            t.compare("c_n", c_n, c_ref, layout="(B, H)", mistakes=[("return c0", c0)])
+                    ref.lstm_step_forward(x[s], h0, c0, **w)[0] for s in range(T)])),
+                ("store h before the step instead of after it (y[0] is h after step 0)",
+                 np.concatenate([h0[None], y_ref[:-1]])),
+                ("pass c0 at every step instead of the c of the step before", np.stack(kept_c0)),
+                ("stop one step early (range(T - 1))", np.concatenate([y_ref[:-1], 0 * y_ref[-1:]]))])
+            early = [] if T == 1 else [("stop one step early", y_ref[-2])]
+            t.compare("h_n", h_n, h_ref, layout="(B, H)", mistakes=[
+                ("return h0", h0), *early,
+                ("pass c0 at every step instead of the c of the step before", kept_c0[-1])])
+            early = [] if T == 1 else [("stop one step early", cs[-2])]
+            t.compare("c_n", c_n, c_ref, layout="(B, H)", mistakes=[("return c0", c0), *early])
 
 
 @task("many_to_one_logits", exercise=EX03, points=2, title="a many-to-one classifier's logits",
