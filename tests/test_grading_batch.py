@@ -89,6 +89,9 @@ def test_grades_csv_and_feedback(adversarial):
         assert md_text(getattr(TASKS["rnn_step_backward"], part), 1000) in partial
         assert md_text(getattr(TASKS["gradient_norms_through_time"], part), 1000) not in partial
     assert "<details><summary>Still stuck? The method, step by step</summary>" in partial, partial
+    broken = feedback_path(out / "feedback", "01_invalid_json.ipynb").read_text()
+    assert broken.count("not valid JSON") == 1  # said once, in the status: not under every task
+    assert "## rnn_step_forward" not in broken and "Graded by" not in broken  # nothing ran
     overflowing = feedback_path(out / "feedback", "02_overflowing_sigmoid.ipynb").read_text()
     assert "computing them overflowed (RuntimeWarning: overflow encountered in exp)" in overflowing
     assert not list(out.glob(".*")), "temporary files left behind"

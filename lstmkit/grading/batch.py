@@ -200,7 +200,8 @@ def read_notebook(path: Path) -> tuple[dict | None, list[str], str | None]:
     try:
         nb = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        return None, [], f"invalid notebook: not valid JSON ({_wire.one_line(exc, 120)})"
+        return None, [], (f"invalid notebook: not valid JSON, so not a notebook as Jupyter saves it "
+                          f"(damaged, or saved in another format?) ({_wire.one_line(exc, 120)})")
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         return None, [], "invalid notebook: no list of cells"
     sources = []
@@ -212,7 +213,7 @@ def read_notebook(path: Path) -> tuple[dict | None, list[str], str | None]:
             if isinstance(src, str) and src.strip():
                 sources.append(src)
     if not sources:
-        return nb, [], "no code cells"
+        return nb, [], "no code cells: nothing to run (is this the notebook you worked in?)"
     if len(sources) > MAX_CODE_CELLS:
         return nb, [], f"invalid notebook: {len(sources)} code cells (limit {MAX_CODE_CELLS})"
     return nb, sources, None
@@ -410,8 +411,9 @@ def _cell_error_note(cell: str, error: dict, memory_mb: int) -> str:
     if kind == "SystemExit":
         return f"{cell} called sys.exit() (ignored)"
     text = f"{cell} raised {kind}"
-    if error.get("message"):
-        text += f": {error['message']}"
+    if error.get("message"):  # (IPython's name for the cell means nothing to the learner)
+        text += ": " + re.sub(r"\(<ipython-input-[\w-]+>, line (\d+)\)", r"(line \1 of the cell)",
+                              error["message"])
     return text
 
 
@@ -503,9 +505,9 @@ def _grade_notebook(sub: Submission, secret_seed: int, limits: Limits, blocked: 
                    f"number ({', '.join(sorted({e[:2] for e in EXERCISES}))}), no check() of a known task")
         return SubmissionResult(sub.identifier, None, [], problem)
     if not _answers(nb, sources, exercise):
-        problem = (f"not an exercise notebook: no lstmkit metadata, no check() of a task of {exercise}, "
-                   f"not half of its functions (a lesson? the exercise to hand in is "
-                   f"exercises/{exercise}.ipynb)")
+        problem = (f"not an exercise notebook (a lesson?): the exercise to hand in is "
+                   f"exercises/{exercise}.ipynb (this one has no lstmkit metadata, no check() of a task "
+                   f"of {exercise}, and not half of its functions)")
         return SubmissionResult(sub.identifier, exercise, _zero(exercise, problem), problem)
     static = analyse(sources)
     workdir = Path(tempfile.mkdtemp(prefix="lstmkit-grade-"))

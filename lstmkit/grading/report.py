@@ -157,7 +157,9 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
             lines.append(f"| {md_text(r.task)} | {fmt_points(r.points)} / {fmt_points(r.max_points)} | "
                          f"{md_text(r.status)} |")
         lines.append("")
-    for r in results:
+    # a notebook that could not run at all: its status says why, once, not under every task
+    whole = [r for r in results if r.status == "error" and not r.checks and r.message == status]
+    for r in (results if len(whole) < len(results) else []):
         lines += [f"## {md_text(r.task)}: {md_text(titles.get(r.task, ''))}", "",
                   f"{fmt_points(r.points)} / {fmt_points(r.max_points)} {_points(r.max_points)}. "
                   f"{md_text(r.message)}", ""]
@@ -176,6 +178,8 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
         lines += ["## Notes on running your notebook", ""]
         lines += [f"- {md_text(n)}" for n in notes]
         lines.append("")
+    if not any(r.checks for r in results):  # nothing was run or compared
+        return "\n".join(lines + [""])
     lines += ["---", "Graded by `lstmkit grade` on inputs the notebook never saw; the values your functions "
               "returned were compared with `lstmkit.reference` outside your notebook's kernel.", ""]
     return "\n".join(lines)
