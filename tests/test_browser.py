@@ -194,7 +194,7 @@ def test_exercise_02_filled_in_through_the_editor_passes_its_check(lab, browser)
         check_cell.scroll_into_view_if_needed()
         result = check_cell.locator(".jp-OutputArea").inner_text()
         page.screenshot(path=str(SHOTS / "exercise02_check_passed.png"))
-        assert "all 3 checks passed" in result and "[1/1 points]" in result, result
+        assert "all 3 checks passed" in result and "[1/1 point]" in result, result
         next_check = _cell_with(page, 'check("lstm_step_forward"')
         assert "not attempted yet" in next_check.locator(".jp-OutputArea").inner_text()
     finally:

@@ -578,3 +578,16 @@ def test_the_usual_slips_of_the_sequence_loop_are_named():
 
     r = run("lstm_sequence_forward", {"lstm_sequence_forward": stored_before_the_step})
     assert r.points == 2 and "store h before the step instead of after it" in r.message
+
+
+def test_a_warning_in_a_loop_is_one_note():
+    import warnings
+
+    def sigmoid(x):
+        for _ in range(10_000):  # recorded once per line of code, not 10,000 times
+            warnings.warn("slow path", RuntimeWarning, stacklevel=1)
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+    r = run("sigmoid", {"sigmoid": sigmoid})
+    assert r.status == "passed" and r.notes == ["sigmoid caused a RuntimeWarning: slow path"]

@@ -178,12 +178,20 @@ def main() -> None:
             reply = None
             _in_learner = True
             try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
+                # The warnings the call raised, for the grader (did a sigmoid overflow?): a few,
+                # short, once per line of code ("default"), so that a loop that warns a million
+                # times costs neither time nor memory.
+                said: list[str] = []
+
+                def keep(message, category, *_, said=said):
+                    if len(said) < 5:
+                        said.append(f"{category.__name__}: {str(message)[:200]}")
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("default")
+                    warnings.showwarning = keep
                     value = fn(*args, **kwargs)
                 _in_learner = False
-                # (a few, short: the grader checks e.g. whether a sigmoid overflowed)
-                said = [f"{w.category.__name__}: {str(w.message)[:200]}" for w in caught[:5]]
                 reply = {"ok": True, "value": _wire.encode(value), "warnings": said}
                 _wire.pack(reply)  # too large? find out here, not in send()
             except BaseException as exc:

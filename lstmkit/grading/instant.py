@@ -92,7 +92,7 @@ class LocalEnvironment(Environment):
             self._note_unavailable_modules(fn)
         args, kwargs = _wire.roundtrip(tuple(args)), _wire.roundtrip(dict(kwargs))
         with warnings.catch_warnings(record=True) as caught, self._withheld():
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")  # once per line of code: a warning in a loop is one note
             try:
                 value = fn(*args, **kwargs)
             except NotImplementedError as exc:
