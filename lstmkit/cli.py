@@ -151,12 +151,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _integer(text: str) -> int:
+    """int(text), or -1 where text is no integer (a value that each caller refuses)."""
+    try:
+        return int(text)
+    except ValueError:
+        return -1
+
+
 def secret_seed(text: str) -> int:
     """argparse type (and the check of $LSTMKIT_SECRET_SEED): 0 or a positive integer."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text!r}")
     return value
@@ -164,10 +169,7 @@ def secret_seed(text: str) -> int:
 
 def _memory_mb(text: str) -> int:
     """argparse type: 0 (no limit) or at least MIN_MEMORY_MB."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
+    value = _integer(text)
     if value != 0 and value < MIN_MEMORY_MB:
         raise argparse.ArgumentTypeError(f"must be 0 (no limit) or at least {MIN_MEMORY_MB} MiB (a "
                                          f"kernel with Python and NumPy needs that much), got {text!r}")
