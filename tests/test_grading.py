@@ -592,3 +592,16 @@ def test_a_warning_in_a_loop_is_one_note():
 
     r = run("sigmoid", {"sigmoid": sigmoid})
     assert r.status == "passed" and r.notes == ["sigmoid caused a RuntimeWarning: slow path"]
+
+
+def test_softmax_must_subtract_each_rows_own_maximum():
+    def batch_maximum(logits, labels):  # right on paper, and for most batches
+        B = len(labels)
+        z = logits - logits.max()
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        d = np.exp(logp)
+        d[np.arange(B), labels] -= 1
+        return -logp[np.arange(B), labels].mean(), d / B
+
+    r = run("softmax_cross_entropy", {"softmax_cross_entropy": batch_maximum})
+    assert r.points == 2 and "subtract each row's own maximum" in r.message

@@ -457,10 +457,20 @@ def _softmax_cross_entropy(t: TaskRun):
                 ("forget to divide by B", d * B),
                 ("forget to subtract the one-hot labels", np.exp(logp) / B)])
     with t.checking("large logits"):
-        logits = np.array([[1000.0, 0.0, -1000.0], [-800.0, 800.0, 0.0]])
-        labels = np.array([0, 2])
+        # the last row is all far below the batch's maximum: only each row's own maximum keeps
+        # its exponentials from underflowing to 0 (and the loss from log(0))
+        logits = np.array([[1000.0, 0.0, -1000.0], [-800.0, 800.0, 0.0], [-1000.0, -999.0, -1001.0]])
+        labels = np.array([0, 2, 1])
         loss, d, _ = _softmax_ce(logits, labels)
         got_loss, got_d = t.unpack(t.call(logits, labels), 2, "(loss, dlogits)")
+        try:
+            finite = bool(np.isfinite(np.asarray(got_loss, dtype=float)).all())
+        except (TypeError, ValueError):
+            finite = True  # not a number at all: compare says so
+        if not finite:
+            t.record("large logits", False, f"the loss is {got_loss} for logits as large as ±1000: exp "
+                     "overflows near 1000, and underflows to 0 for a row whose logits are all far below the "
+                     "batch's largest (-1000, -999, -1001); subtract each row's own maximum")
         t.compare("large logits", got_loss, loss, what="loss for logits as large as ±1000")
         t.compare("large logits", got_d, d, what="dlogits for logits as large as ±1000")
 
