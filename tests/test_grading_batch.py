@@ -183,6 +183,10 @@ def test_cli_refuses_before_grading_what_would_fail_after_it(tmp_path):
     assert "note: 1 other feedback file in " in res.stdout and "(b.md) is from an earlier run" in res.stdout
     res = run(folder)
     assert "(nothing saved: --out grades.csv writes the grades" in res.stdout
+    (folder / "notes.ipynb").write_text((ROOT / "notebooks" / "00_welcome.ipynb").read_text())
+    res = run(folder, "--secret-seed", "7")  # a notebook of no exercise has no points to count
+    assert "2 notebooks, 1 with full marks, 5/5 points in all (100.0%) (1 of an unknown exercise, " \
+           "not counted), 1 with a non-ok status" in res.stdout, res.stdout
 
 
 def test_the_learner_kernel_gets_no_graded_code():

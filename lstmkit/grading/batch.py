@@ -631,7 +631,9 @@ def summary_line(results: list[SubmissionResult], out_csv=None, feedback_dir=Non
     flagged = sum(r.status != "ok" for r in results)
     got, most = sum(r.total for r in results), sum(r.max_points for r in results)
     pct = f" ({100 * got / most:.1f}%)" if most else ""
+    unknown = sum(r.exercise is None for r in results)  # no points to count: said apart
+    apart = f" ({unknown} of an unknown exercise, not counted)" if unknown else ""
     text = (f"lstmkit grade: {n} notebook{'s' * (n != 1)}, {full} with full marks, "
-            f"{fmt_points(got)}/{fmt_points(most)} points in all{pct}, {flagged} with a non-ok status")
+            f"{fmt_points(got)}/{fmt_points(most)} points in all{pct}{apart}, {flagged} with a non-ok status")
     written = [str(p) for p in (out_csv, feedback_dir) if p]
     return text + (f"; wrote {' and '.join(written)}" if written else "")
