@@ -30,6 +30,12 @@ def _unwritable(path: Path, what: str) -> str | None:
     return None
 
 
+def _first_chars(path: Path, n: int) -> str:
+    """The first n characters of a text file (a feedback folder may hold many large files)."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        return f.read(n)
+
+
 def grade_main(args) -> int:
     """Exit 0 when every notebook has full marks, 1 otherwise, 2 when there is nothing to grade."""
     from lstmkit.cli import secret_seed
@@ -72,7 +78,7 @@ def grade_main(args) -> int:
     if feedback:  # left there by an earlier run: not to be handed out with this one's
         written = {feedback_path(Path(feedback), r.identifier).resolve() for r in results}
         old = [p for p in sorted(Path(feedback).rglob("*.md")) if p.resolve() not in written
-               and p.read_text(encoding="utf-8", errors="replace").startswith("# Feedback: ")]
+               and _first_chars(p, len("# Feedback: ")) == "# Feedback: "]
         if old:
             print(f"note: {len(old)} other feedback file{'s' * (len(old) > 1)} in {feedback} "
                   f"({', '.join(p.name for p in old[:3])}{', ...' if len(old) > 3 else ''}) "

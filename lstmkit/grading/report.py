@@ -158,8 +158,8 @@ def feedback_markdown(identifier: str, exercise_title: str, results: list[TaskRe
                          f"{md_text(r.status)} |")
         lines.append("")
     # a notebook that could not run at all: its status says why, once, not under every task
-    whole = [r for r in results if r.status == "error" and not r.checks and r.message == status]
-    for r in (results if len(whole) < len(results) else []):
+    not_run = all(r.status == "error" and not r.checks and r.message == status for r in results)
+    for r in ([] if not_run else results):
         lines += [f"## {md_text(r.task)}: {md_text(titles.get(r.task, ''))}", "",
                   f"{fmt_points(r.points)} / {fmt_points(r.max_points)} {_points(r.max_points)}. "
                   f"{md_text(r.message)}", ""]

@@ -287,6 +287,11 @@ _BACKWARD_SLIPS = {
 }
 
 
+def _lstm_backward_slips(dh, dc, cache) -> dict:
+    """{what the learner did: the gradients it gives} for each of _BACKWARD_SLIPS."""
+    return {what: _lstm_backward_slip(dh, dc, cache, slip) for what, slip in _BACKWARD_SLIPS.items()}
+
+
 def _lstm_backward_slip(dh, dc, cache, slip: str) -> dict:
     """``ref.lstm_step_backward`` with one of _BACKWARD_SLIPS: "o", "tanh_c" or "g"."""
     x, h_prev, c_prev, W_ih, W_hh, i, f, g, o, tanh_c, has_bias = cache
@@ -327,7 +332,7 @@ def _lstm_step_backward(t: TaskRun):
             no_dh_path = ref.lstm_step_backward(0 * dh, dc, cache)
             got = t.mapping(t.call(dh, dc, (x, h_prev, c_prev, w["W_ih"], w["W_hh"], i, f, g, o, c)), keys,
                             "the return value")
-            other = {what: _lstm_backward_slip(dh, dc, cache, slip) for what, slip in _BACKWARD_SLIPS.items()}
+            other = _lstm_backward_slips(dh, dc, cache)
             slips = lambda k, no_dc=no_dc, no_dh_path=no_dh_path, other=other: [
                 ("ignore dc, the gradient from the next step's cell", no_dc[k]),
                 ("forget that c also reaches the loss through h = o * tanh(c)", no_dh_path[k]),
@@ -890,7 +895,7 @@ def _lstm_gates_backward_numba(t: TaskRun):
             gates, c_prev, c, dh, dc, da, dc_prev, cache = _gates_backward_case(t.rng, B, H)
             no_dc = ref.lstm_step_backward(dh, 0 * dc, cache)
             got_da, got_dcp = t.unpack(t.call(gates, c_prev, c, dh, dc), 2, "(da, dc_prev)")
-            other = {what: _lstm_backward_slip(dh, dc, cache, slip) for what, slip in _BACKWARD_SLIPS.items()}
+            other = _lstm_backward_slips(dh, dc, cache)
             t.compare("da", got_da, da, layout="(B, 4H)", what="da", mistakes=[
                 ("ignore the incoming dc", no_dc["x"]), *((what, g["x"]) for what, g in other.items())])
             t.compare("dc_prev", got_dcp, dc_prev, layout="(B, H)", what="dc_prev", mistakes=[
